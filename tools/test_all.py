@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Every test, in the order that fails fastest, with one closing summary line.
+
+1. mpy-cross compiles every device file (a rejected file fails the run).
+2. pytest on CPython (host_tests/, in parallel).
+3. The device tests on the MicroPython unix port with an ESP32-sized heap.
+
+A skipped test counts as failed: nothing here is allowed to skip.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+HEAP = os.environ.get("MPY_HEAP", "100K")
+
+
+def micropython_env():
+    env = dict(os.environ)
+    env["MICROPYPATH"] = ".frozen:" + ":".join(
+        os.path.join(ROOT, p) for p in ("lib", "boards/host", "host_tests/device")
+    )
+    return env
+
+
+def run_pytest(extra):
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = os.path.join(tmp, "junit.xml")
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "--junitxml", xml, "-n", os.environ.get("PYTEST_WORKERS", "2")]
+        cmd += extra or ["host_tests"]
+        print("$ " + " ".join(cmd), flush=True)
+        rc = subprocess.call(cmd, cwd=ROOT)
+        if not os.path.exists(xml):
+            return 0, 1, 0, rc
+        suite = ET.parse(xml).getroot()
+        if suite.tag == "testsuites":
+            suite = suite[0]
+        total = int(suite.get("tests", 0))
+        failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        skipped = int(suite.get("skipped", 0))
+        return total - failed - skipped, failed, skipped, rc
+
+
+def run_micropython():
+    cmd = [os.path.join(BIN, "micropython"), "-X", "heapsize=" + HEAP,
+           os.path.join(ROOT, "host_tests", "run_mpy.py")]
+    print("$ " + " ".join(cmd), flush=True)
+    p = subprocess.run(cmd, cwd=ROOT, env=micropython_env(), capture_output=True, text=True)
+    sys.stdout.write(p.stdout)
+    sys.stderr.write(p.stderr)
+    m = re.search(r"micropython: (\d+) passed, (\d+) failed", p.stdout)
+    if not m:
+        return 0, 1, p.returncode
+    return int(m.group(1)), int(m.group(2)), p.returncode
+
+
+def main(argv):
+    print("== mpy-cross: every device file", flush=True)
+    build = subprocess.call([sys.executable, os.path.join(ROOT, "tools", "build.py")])
+    print("== pytest (CPython)", flush=True)
+    py_pass, py_fail, py_skip, py_rc = run_pytest(argv)
+    print("== device tests on the MicroPython unix port (heap %s)" % HEAP, flush=True)
+    mp_pass, mp_fail, mp_rc = run_micropython()
+    failed = py_fail + py_skip + mp_fail + (1 if build else 0)
+    if py_rc not in (0, 1) and py_fail == 0:
+        failed += 1  # pytest itself broke (usage, collection, internal error)
+    print("cpython: %d passed, %d failed, %d skipped; micropython: %d passed, %d failed; "
+          "mpy-cross: %s" % (py_pass, py_fail, py_skip, mp_pass, mp_fail,
+                             "ok" if build == 0 else "REJECTED"))
+    print("%d passed, %d failed" % (py_pass + mp_pass, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
