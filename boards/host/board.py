@@ -1,0 +1,348 @@
+"""Simulated EVSE board for the host (CPython and the MicroPython unix port).
+
+Same interface as boards/esp32_devkitc/board.py (docs/ARCHITECTURE.md, "Board
+interface"), with the hardware replaced by:
+
+* a simulated EV per EVSE (`board.ev(evse_id)`): plug in (B), charge (C),
+  pause (B), unplug (A), faults ("E" short, "F" CP stuck at -12 V) and a
+  missing diode. In C, with PWM on and the relay closed, it draws
+  min(its max, the advertised current) (`board.ev_draw_tenths(evse_id)`);
+* the CP line: each burst is synthesised in millivolts from the pilot duty
+  and the EV (optional seeded noise and spikes) and goes through the same
+  plateau / classify / debounce code as on the ESP32;
+* a record of every output change: `board.events`, a bounded list of dicts
+  {"ticks", "evse", "duty_bp", "amps_tenths", "relay", "state"}, and, with
+  `log_path`, one JSON line per change:
+  {"t": RFC 3339 from now_fn, "evse", "amps" (advertised A, 0 paused),
+   "duty" (percent, 100 steady +12 V), "state", "relay", "duty_bp"}.
+
+`now_fn()` returns the agent's wall time (int s since 2020-01-01Z) or an RFC
+3339 string; without it "t" is null. `ticks_ms` replaces time.ticks_ms.
+"""
+
+import random
+import time
+
+from chargepilot import pilot
+
+_MAX_EVENTS = 1000
+_PLATEAU = {"A": 12000, "B": 9000, "C": 6000, "D": 3000}
+
+
+def _rfc3339(t):
+    """int seconds since 2020-01-01Z -> "YYYY-MM-DDTHH:MM:SSZ"."""
+    days = t // 86400
+    sod = t - days * 86400
+    z = days + 18262 + 719468  # days since 0000-03-01
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    if m <= 2:
+        y += 1
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (y, m, d, sod // 3600, sod // 60 % 60, sod % 60)
+
+
+class SimEV:
+    """The EV behind one connector, as the CP line sees it."""
+
+    def __init__(self, max_tenths=320):
+        self.max_tenths = max_tenths
+        self.plugged = False
+        self.requesting = False  # S2 closed
+        self.ventilation = False  # D instead of C
+        self.diode = True
+        self.fault = None  # None, "E" (CP shorted to PE) or "F" (CP at -12 V)
+
+    def plug(self, max_tenths=None):
+        if max_tenths is not None:
+            self.max_tenths = max_tenths
+        self.plugged = True
+        self.requesting = False
+
+    def charge(self):
+        if not self.plugged:
+            raise ValueError("sim EV: plug in before charging")
+        self.requesting = True
+
+    def pause(self):
+        self.requesting = False
+
+    def unplug(self):
+        self.plugged = False
+        self.requesting = False
+        self.fault = None
+        self.diode = True
+
+    def set_fault(self, kind):
+        if kind not in (None, "E", "F"):
+            raise ValueError("sim EV: fault must be None, 'E' or 'F'")
+        self.fault = kind
+
+    def remove_diode(self):
+        self.diode = False
+
+    def level(self):
+        """State letter of the positive plateau the EV's resistors give."""
+        if not self.plugged:
+            return "A"
+        if not self.requesting:
+            return "B"
+        return "D" if self.ventilation else "C"
+
+
+class _Evse:
+    def __init__(self, i, spec, stop_grace_ms, min_increase_ms, debounce_ms, fast_ms):
+        self.id = i
+        self.mode = spec.get("mode", "pilot")
+        if self.mode not in ("pilot", "relay"):
+            raise ValueError("host board: evse %d mode must be pilot or relay" % i)
+        self.rating = spec.get("rating_tenths", 320)
+        if type(self.rating) is not int or not 1 <= self.rating <= 800:
+            raise ValueError("host board: evse %d rating_tenths must be 1..800" % i)
+        self.has_pp = bool(spec.get("pp", False))
+        self.cable = None  # cable rating in tenths when plugged (PP), None = no PP pin
+        self.ev = SimEV()
+        self.duty = pilot.STEADY_HIGH
+        self.relay = False
+        self.state = "A"
+        self.adv = 0
+        if self.mode == "pilot":
+            self.out = pilot.Output(stop_grace_ms, min_increase_ms)
+            self.deb = pilot.Debouncer(debounce_ms, fast_ms)
+        else:
+            self.out = pilot.RelaySwitch(spec.get("relay_threshold_tenths", 60),
+                                         spec.get("relay_min_switch_ms", 60000),
+                                         spec.get("relay_hysteresis_tenths", 0))
+
+
+class Board:
+    """The board interface (docs/ARCHITECTURE.md, "Board interface"), simulated."""
+
+    def __init__(self, evse_count=1, rating_tenths=320, evses=None, now_fn=None, log_path=None,
+                 ticks_ms=None, noise_mv=0, spikes=0, seed=1, samples=100, trim=2,
+                 stop_grace_ms=6000, min_increase_ms=0, debounce_ms=250, fast_ms=25,
+                 max_events=_MAX_EVENTS):
+        if evses is None:
+            if type(evse_count) is not int or not 1 <= evse_count <= 16:
+                raise ValueError("host board: evse_count must be 1..16")
+            evses = [{"mode": "pilot", "rating_tenths": rating_tenths}] * evse_count
+        self._evses = [_Evse(i + 1, s, stop_grace_ms, min_increase_ms, debounce_ms, fast_ms)
+                       for i, s in enumerate(evses)]
+        self.evse_count = len(self._evses)
+        self._now_fn = now_fn
+        self._ticks = ticks_ms or time.ticks_ms
+        self.noise_mv = noise_mv
+        self.spikes = spikes
+        if hasattr(random, "Random"):
+            self._rnd = random.Random(seed)
+        else:  # MicroPython: one global generator
+            random.seed(seed)
+            self._rnd = random
+        self._buf = [0] * samples
+        self._trim = trim
+        self.events = []
+        self.max_events = max_events
+        self._log = open(log_path, "a") if log_path else None
+        self.watchdog_ms = None
+        self.watchdog_feeds = 0
+        self._fed_at = None
+
+    def close(self):
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _evse(self, evse_id):
+        if type(evse_id) is not int or not 1 <= evse_id <= self.evse_count:
+            raise ValueError("board: evse_id must be 1..%d, got %r" % (self.evse_count, evse_id))
+        return self._evses[evse_id - 1]
+
+    def ev(self, evse_id):
+        """The simulated EV of this EVSE."""
+        return self._evse(evse_id).ev
+
+    def set_cable(self, evse_id, tenths):
+        """Simulated PP: the plugged cable's rating (None = no PP pin, 0 = no cable)."""
+        self._evse(evse_id).cable = tenths
+
+    # -- recording ------------------------------------------------------
+    def _record(self, e):
+        rec = {"ticks": self._ticks(), "evse": e.id, "duty_bp": e.duty, "amps_tenths": e.adv,
+               "relay": e.relay, "state": e.state}
+        if len(self.events) >= self.max_events:
+            self.events.pop(0)
+        self.events.append(rec)
+        if self._log is not None:
+            t = self._now_fn() if self._now_fn is not None else None
+            if type(t) is int:
+                t = '"%s"' % _rfc3339(t)
+            elif t is not None:
+                t = '"%s"' % t
+            else:
+                t = "null"
+            d = e.duty
+            duty = "%d" % (d // 100) if d % 100 == 0 else "%d.%02d" % (d // 100, d % 100)
+            line = ('{"t": %s, "evse": %d, "amps": %d.%d, "duty": %s, "state": "%s", '
+                    '"relay": %s, "duty_bp": %d}\n'
+                    % (t, e.id, e.adv // 10, e.adv % 10, duty, e.state,
+                       "true" if e.relay else "false", d))
+            self._log.write(line)
+            self._log.flush()
+
+    # -- low level ------------------------------------------------------
+    def set_pilot(self, evse_id, duty_bp):
+        """Drive the pilot (basis points; 10000 steady +12 V, 0 steady -12 V).
+        Returns the current the EV decodes."""
+        e = self._evse(evse_id)
+        pilot.check_duty(duty_bp)
+        if e.mode != "pilot":
+            raise ValueError("board: evse %d is a relay-mode output without a pilot" % evse_id)
+        adv = pilot.decode_bp(duty_bp)
+        if duty_bp != e.duty:
+            e.duty = duty_bp
+            e.adv = adv
+            self._record(e)
+        return adv
+
+    def set_relay(self, evse_id, closed):
+        e = self._evse(evse_id)
+        if type(closed) is not bool:
+            raise ValueError("board: relay state must be True or False, got %r" % (closed,))
+        if closed != e.relay:
+            e.relay = closed
+            self._record(e)
+
+    def _cp_burst(self, e):
+        ev = e.ev
+        buf = self._buf
+        n = len(buf)
+        if ev.fault == "E":
+            high = low = 0
+        elif ev.fault == "F" or e.duty == pilot.STEADY_LOW:
+            high = low = -12000
+        else:
+            high = _PLATEAU[ev.level()]
+            low = -12000 if (ev.diode or not ev.plugged) else -high
+        k = n if e.duty == pilot.STEADY_HIGH else n * e.duty // 10000
+        rnd = self._rnd
+        noise = self.noise_mv
+        for i in range(n):
+            v = high if i < k else low
+            if noise:
+                v += rnd.randint(-noise, noise)
+            buf[i] = v
+        for j in range(self.spikes):
+            buf[rnd.randint(0, n - 1)] = 15000 if j & 1 else -15000
+        return pilot.plateaus(buf, self._trim)
+
+    def pilot_state(self, evse_id):
+        """Debounced pilot state "A".."F" (samples the simulated CP line now).
+        A relay-mode output reports "C" while its relay is closed, else "B"."""
+        e = self._evse(evse_id)
+        if e.mode != "pilot":
+            return "C" if e.relay else "B"
+        low, high = self._cp_burst(e)
+        reading = pilot.classify(high, low, pilot.diode_check_applies(e.duty))
+        state = e.deb.update(reading, self._ticks())
+        if state != e.state:
+            e.state = state
+            self._record(e)
+        return state
+
+    def cable_tenths(self, evse_id):
+        e = self._evse(evse_id)
+        if not e.has_pp:
+            return None
+        if not e.ev.plugged or e.cable is None:
+            return 0
+        return e.cable
+
+    def rating_tenths(self, evse_id):
+        e = self._evse(evse_id)
+        cable = self.cable_tenths(evse_id)
+        if cable is not None and cable < e.rating:
+            return cable
+        return e.rating
+
+    # -- high level -----------------------------------------------------
+    def set_output(self, evse_id, limit_tenths, available=True):
+        """Apply a current limit; returns (advertised_tenths, state, relay_closed)."""
+        e = self._evse(evse_id)
+        pilot.check_limit(limit_tenths)
+        now = self._ticks()
+        rating = self.rating_tenths(evse_id)
+        if e.mode != "pilot":
+            lim = limit_tenths if limit_tenths < rating else rating
+            closed = e.out.update(lim if available else 0, now)
+            adv = lim if closed else 0
+            changed = adv != e.adv
+            e.adv = adv
+            e.state = "C" if closed else "B"
+            if closed != e.relay:
+                self.set_relay(evse_id, closed)  # records
+            elif changed:
+                self._record(e)
+            return adv, e.state, closed
+        state = self.pilot_state(evse_id)
+        bp, _adv, relay = e.out.update(limit_tenths, rating, state, now, available)
+        if not relay:
+            self.set_relay(evse_id, False)
+        adv = self.set_pilot(evse_id, bp)
+        if relay:
+            self.set_relay(evse_id, True)
+        return adv, state, relay
+
+    def ev_draw_tenths(self, evse_id):
+        """What the simulated load draws now (tenths of A)."""
+        e = self._evse(evse_id)
+        if not e.relay:
+            return 0
+        if e.mode != "pilot":
+            return e.adv
+        ev = e.ev
+        if ev.fault is not None or not ev.requesting:
+            return 0
+        if e.duty == pilot.STEADY_HIGH or e.duty == pilot.STEADY_LOW:
+            return 0
+        return ev.max_tenths if ev.max_tenths < e.adv else e.adv
+
+    def safe(self):
+        """Every relay open, every pilot steady +12 V. Never raises."""
+        for e in self._evses:
+            try:
+                self.set_relay(e.id, False)
+            except Exception:
+                pass
+        for e in self._evses:
+            if e.mode == "pilot":
+                try:
+                    self.set_pilot(e.id, pilot.STEADY_HIGH)
+                    e.out.reset()
+                except Exception:
+                    pass
+
+    def start_watchdog(self, timeout_ms=8000):
+        if type(timeout_ms) is not int or timeout_ms < 1:
+            raise ValueError("board: watchdog timeout must be an int >= 1 ms")
+        self.watchdog_ms = timeout_ms
+        self._fed_at = self._ticks()
+
+    def feed_watchdog(self):
+        if self.watchdog_ms is not None:
+            self.watchdog_feeds += 1
+            self._fed_at = self._ticks()
+
+    def watchdog_overdue(self):
+        """True when a real watchdog would have reset the board by now."""
+        if self.watchdog_ms is None:
+            return False
+        return time.ticks_diff(self._ticks(), self._fed_at) > self.watchdog_ms
+
+
+def load(**kw):
+    return Board(**kw)

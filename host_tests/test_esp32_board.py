@@ -1,0 +1,350 @@
+"""boards/esp32_devkitc/board.py and firmware/boot.py on CPython against the strict machine fake."""
+
+import copy
+import importlib.util
+import json
+import os
+import runpy
+
+import machine
+import pytest
+
+from chargepilot import pilot
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BOARD_DIR = os.path.join(ROOT, "boards", "esp32_devkitc")
+BOOT = os.path.join(ROOT, "firmware", "boot.py")
+
+
+def _load_board_module():
+    spec = importlib.util.spec_from_file_location("esp32_devkitc_board",
+                                                  os.path.join(BOARD_DIR, "board.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+esp = _load_board_module()
+
+with open(os.path.join(BOARD_DIR, "board.json")) as f:
+    DEFAULT_JSON = json.load(f)
+
+
+@pytest.fixture(autouse=True)
+def fresh_machine():
+    machine.reset_fake()
+    yield
+    machine.reset_fake()
+
+
+class Ticks:
+    def __init__(self):
+        self.t = 0x3FFFFC18  # 1000 ms before the 2**30 wrap
+
+    def __call__(self):
+        return self.t
+
+    def advance(self, ms):
+        self.t = (self.t + ms) & 0x3FFFFFFF
+
+
+class Line:
+    """Drives the fake CP ADC like the real CP line: PWM from the fake PWM's
+    duty, EV resistors from `state`, optional missing diode."""
+
+    def __init__(self, board, pwm, cs):
+        self.pwm = pwm
+        self.cs = cs
+        self.state = "A"
+        self.diode = True
+        self.i = 0
+
+    def uv(self, cp_mv):
+        cs = self.cs
+        return (cp_mv * cs["gain_den"] // cs["gain_num"] + cs["zero_mv"]) * 1000
+
+    def __call__(self):
+        self.i += 1
+        high = {"A": 12000, "B": 9000, "C": 6000, "D": 3000, "E": 0}[self.state]
+        low = -12000 if self.diode or self.state == "A" else -high
+        if self.state == "E":
+            low = 0
+        num, den = self.pwm.applied_fraction()
+        phase = (self.i * 37) % 1000  # spread the burst over the period
+        return self.uv(high if phase * den < num * 1000 else low)
+
+
+def make(cfg=None, pp_ohm=220):
+    clock = Ticks()
+    b = esp.Board(cfg=cfg or copy.deepcopy(DEFAULT_JSON), ticks_ms=clock)
+    line = Line(b, machine.pwms[25], b.cfg["cp_sense"])
+    machine.adcs[36].source = line
+    pp = b.cfg["pp_sense"]
+    machine.adcs[39].default_uv = pp["supply_mv"] * pp_ohm // (pp["pullup_ohm"] + pp_ohm) * 1000
+    return b, clock, line
+
+
+def steps(b, clock, limit, n=5, ms=100):
+    out = None
+    for _ in range(n):
+        out = b.set_output(1, limit)
+        clock.advance(ms)
+    return out
+
+
+def test_default_pin_map_and_power_on_order():
+    b, _clock, _line = make()
+    assert b.evse_count == 1
+    # relay driven open before the pilot is touched, pilot at a true steady +12 V
+    assert machine.events[0] == ("pin", 26, 0)
+    assert machine.events.index(("pin", 26, 0)) < machine.events.index(("pwm", 25, 65535))
+    pwm = machine.pwms[25]
+    assert pwm.freq() == 1000 and pwm.duty_u16() == 65535
+    assert pwm.applied_fraction() == (1, 1)
+    assert pwm.resolution_bits == b.cfg["pwm_resolution_bits"] == 16
+    assert machine.adcs[36].block == 1 and machine.adcs[36]._atten == machine.ADC.ATTN_11DB
+    assert machine.adcs[39].block == 1
+
+
+def bad(mutate):
+    cfg = copy.deepcopy(DEFAULT_JSON)
+    mutate(cfg)
+    with pytest.raises(esp.ConfigError) as ei:
+        esp.Board(cfg=cfg)
+    return str(ei.value)
+
+
+def test_pin_map_validation_errors():
+    ev = lambda c: c["evses"][0]  # noqa: E731
+    m = bad(lambda c: ev(c).update(cp_sense_pin=4))
+    assert "evses[0].cp_sense_pin" in m and "ADC2" in m and "Wi-Fi" in m
+    m = bad(lambda c: ev(c).update(pp_pin=27))
+    assert "pp_pin" in m and "ADC2" in m
+    m = bad(lambda c: ev(c).update(cp_sense_pin=16))
+    assert "no ADC" in m
+    m = bad(lambda c: ev(c).update(relay_pin=34))
+    assert "relay_pin" in m and "input-only" in m
+    m = bad(lambda c: ev(c).update(cp_pwm_pin=39, pp_pin=None))
+    assert "cp_pwm_pin" in m and "input-only" in m
+    assert "SPI flash" in bad(lambda c: ev(c).update(relay_pin=6))
+    assert "strapping" in bad(lambda c: ev(c).update(relay_pin=12))
+    assert "UART0" in bad(lambda c: ev(c).update(cp_pwm_pin=1))
+    assert "no GPIO 20" in bad(lambda c: ev(c).update(relay_pin=20))
+    m = bad(lambda c: ev(c).update(relay_pin=25))
+    assert "already used" in m
+    assert "GPIO number" in bad(lambda c: ev(c).update(relay_pin="26"))
+    assert "GPIO number" in bad(lambda c: ev(c).update(relay_pin=True))
+    assert "mode" in bad(lambda c: ev(c).update(mode="dc"))
+    assert "id must be 1" in bad(lambda c: ev(c).update(id=2))
+    assert "rating_tenths" in bad(lambda c: ev(c).update(rating_tenths=900))
+    assert "evses" in bad(lambda c: c.update(evses=[]))
+    assert "cp_freq_hz" in bad(lambda c: c.update(cp_freq_hz=5000))
+    assert "relay_active_high" in bad(lambda c: c.update(relay_active_high=1))
+    assert "cp_sense.samples" in bad(lambda c: c["cp_sense"].update(samples=2))
+    assert "unknown key evses[0].pp_pn" in bad(lambda c: ev(c).update(pp_pn=39))
+    assert "unknown key relay_active" in bad(lambda c: c.update(relay_active=True))
+    assert "unknown key cp_sense.gain" in bad(lambda c: c["cp_sense"].update(gain=3))
+    # nothing was driven by a board that failed validation
+    assert machine.events == []
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(esp.ConfigError) as ei:
+        esp.load_config(str(tmp_path / "missing.json"))
+    assert "cannot read" in str(ei.value)
+    p = tmp_path / "board.json"
+    p.write_text('{"evses": [')
+    with pytest.raises(esp.ConfigError) as ei:
+        esp.load_config(str(p))
+    assert "not valid JSON" in str(ei.value)
+    p.write_text(json.dumps(DEFAULT_JSON))
+    assert esp.load_config(str(p))["evses"][0]["cp_pwm_pin"] == 25
+
+
+def test_duty_u16_written_for_every_tenth():
+    b, _clock, _line = make()
+    pwm = machine.pwms[25]
+    for t in range(0, 1001):
+        bp, adv = pilot.duty_for(t)
+        got = b.set_pilot(1, bp)
+        assert pwm.duty_u16() == pilot.u16_for(bp, 16)
+        num, den = pwm.applied_fraction()
+        decoded = pilot.decode(num, den)
+        assert got == decoded <= adv <= t, (t, bp, pwm.duty_u16())
+        if t >= 60:
+            # exact EV-side value from the real LEDC fraction is <= the limit
+            if num * 10000 <= 8500 * den:
+                assert num * 600 <= t * den
+            else:
+                assert num * 2500 - 1600 * den <= t * den
+    assert b.set_pilot(1, 10000) == 0 and pwm.duty_u16() == 65535
+    assert b.set_pilot(1, 0) == 0 and pwm.duty_u16() == 0
+    with pytest.raises(ValueError):
+        b.set_pilot(1, 10001)
+
+
+def test_charge_cycle_through_the_adc():
+    b, clock, line = make(pp_ohm=220)  # 32 A cable
+    relay = machine.pins[26]
+    assert b.rating_tenths(1) == 320
+    assert steps(b, clock, 160) == (0, "A", False)
+    assert machine.pwms[25].duty_u16() == 65535  # A1: no PWM without an EV
+    line.state = "B"
+    assert steps(b, clock, 160) == (160, "B", False)
+    assert machine.pwms[25].duty_u16() == pilot.u16_for(2666)
+    line.state = "C"
+    assert steps(b, clock, 160) == (160, "C", True)
+    assert relay.value() == 1
+    # the burst really was ~100 reads per state read
+    assert machine.adcs[36].reads >= 100 * 15
+    # limit above the cable: clamped to 32 A
+    assert steps(b, clock, 630, n=60)[0] == 320
+    # pause: steady +12 V at once, relay opens when the EV goes to B
+    assert steps(b, clock, 40, n=1)[0] == 0
+    assert machine.pwms[25].duty_u16() == 65535
+    line.state = "B"
+    assert steps(b, clock, 40, n=2) == (0, "B", False)
+    assert relay.value() == 0
+    # missing diode: fault, relay stays open, steady +12 V until unplugged
+    line.diode = False
+    line.state = "C"
+    out = steps(b, clock, 160, n=60)
+    assert out[2] is False and relay.value() == 0
+    assert machine.pwms[25].duty_u16() == 65535
+    line.state = "A"
+    line.diode = True
+    # back in A the fault clears (steady +12 V until the next EV)
+    assert steps(b, clock, 160, n=2)[1:] == ("A", False)
+    assert steps(b, clock, 160, n=55) == (0, "A", False)
+    assert machine.pwms[25].duty_u16() == 65535
+
+
+def test_pp_cable_and_open_pp():
+    b, clock, line = make(pp_ohm=1500)
+    assert b.cable_tenths(1) == 130
+    assert b.rating_tenths(1) == 130
+    machine.adcs[39].default_uv = 3300000  # open PP: no cable
+    assert b.cable_tenths(1) == 0
+    assert steps(b, clock, 160) == (0, "A", False)
+    assert machine.pwms[25].duty_u16() == 65535
+    line.state = "B"  # an EV seen while PP says "no cable": still nothing offered
+    assert steps(b, clock, 160) == (0, "B", False)
+    assert machine.pwms[25].duty_u16() == 65535
+    machine.adcs[39].default_uv = 0  # PP shorted: fault
+    assert b.rating_tenths(1) == 0
+
+
+def test_relay_active_low_and_relay_mode():
+    cfg = copy.deepcopy(DEFAULT_JSON)
+    cfg["relay_active_high"] = False
+    cfg["evses"].append({"id": 2, "mode": "relay", "relay_pin": 27, "rating_tenths": 100,
+                         "relay_threshold_tenths": 50, "relay_min_switch_ms": 1000})
+    b, clock, _line = make(cfg)
+    assert machine.pins[26].value() == 1 and machine.pins[27].value() == 1  # open = high
+    assert b.set_output(2, 80) == (80, "C", True)
+    assert machine.pins[27].value() == 0
+    clock.advance(10)
+    assert b.set_output(2, 40) == (0, "B", False)
+    assert machine.pins[27].value() == 1
+    with pytest.raises(ValueError):
+        b.set_pilot(2, 5000)
+
+
+def test_safe_and_watchdog():
+    b, clock, line = make()
+    line.state = "C"
+    steps(b, clock, 160)
+    assert machine.pins[26].value() == 1
+    b.safe()
+    assert machine.pins[26].value() == 0
+    assert machine.pwms[25].duty_u16() == 65535
+    # relay opened before the pilot changed
+    tail = machine.events[-2:]
+    assert tail == [("pin", 26, 0), ("pwm", 25, 65535)]
+    assert machine.wdts == []
+    b.feed_watchdog()  # no watchdog yet: nothing to feed
+    b.start_watchdog(8000)
+    assert machine.wdts[0].timeout == 8000
+    b.feed_watchdog()
+    b.feed_watchdog()
+    assert machine.wdts[0].feeds == 2
+    with pytest.raises(ValueError):
+        b.start_watchdog(10)
+
+
+def test_adc_failure_reads_as_fault(monkeypatch):
+    b, clock, line = make()
+    line.state = "C"
+    assert steps(b, clock, 160)[2] is True
+
+    def broken():
+        raise OSError("adc timeout")
+
+    machine.adcs[36].source = broken
+    out = steps(b, clock, 160, n=2)
+    assert out[1] == "E" and out[2] is False
+    assert machine.pins[26].value() == 0
+
+
+def test_safe_never_raises(monkeypatch):
+    b, _clock, _line = make()
+
+    def broken(*_a):
+        raise OSError("bus error")
+
+    monkeypatch.setattr(machine.pins[26], "value", broken)
+    b.safe()  # logs, keeps going
+    assert machine.pwms[25].duty_u16() == 65535
+
+
+# -- boot.py ---------------------------------------------------------------
+
+def run_boot(tmp_path, board_json=None, raw=None):
+    if raw is not None:
+        (tmp_path / "board.json").write_text(raw)
+    elif board_json is not None:
+        (tmp_path / "board.json").write_text(json.dumps(board_json))
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        return runpy.run_path(BOOT)
+    finally:
+        os.chdir(old)
+
+
+def test_boot_defaults_without_board_json(tmp_path):
+    g = run_boot(tmp_path)
+    assert machine.events == [("pin", 26, 0), ("pin", 25, 1)]
+    assert machine.pins[26].mode == machine.Pin.OUT
+    assert g["pin_map"](str(tmp_path / "nope.json")) == ((26,), (25,), True)
+
+
+def test_boot_corrupt_json_falls_back(tmp_path):
+    run_boot(tmp_path, raw="{not json")
+    assert machine.events == [("pin", 26, 0), ("pin", 25, 1)]
+
+
+def test_boot_reads_the_pin_map(tmp_path):
+    cfg = copy.deepcopy(DEFAULT_JSON)
+    cfg["relay_active_high"] = False
+    cfg["evses"][0].update(relay_pin=27, cp_pwm_pin=33)
+    cfg["evses"].append({"id": 2, "mode": "relay", "relay_pin": 32, "rating_tenths": 100})
+    cfg["evses"].append({"id": 3, "relay_pin": 34, "cp_pwm_pin": "x"})  # bad: skipped
+    run_boot(tmp_path, cfg)
+    assert machine.events == [("pin", 27, 1), ("pin", 32, 1), ("pin", 33, 1)]
+
+
+def test_boot_never_raises(tmp_path, monkeypatch):
+    # GPIO 26 refuses (as a pin the chip lacks would): the pilot is still driven
+    monkeypatch.setattr(machine, "_GPIOS", tuple(n for n in machine._GPIOS if n != 26))
+    run_boot(tmp_path)
+    assert machine.events == [("pin", 25, 1)]
+
+
+def test_board_json_matches_boot_defaults():
+    g = runpy.run_path(BOOT, run_name="not_main")
+    machine.reset_fake()
+    evses = DEFAULT_JSON["evses"]
+    assert g["_RELAYS"] == tuple(e["relay_pin"] for e in evses)
+    assert g["_PILOTS"] == tuple(e["cp_pwm_pin"] for e in evses if e.get("mode", "pilot") == "pilot")
+    assert g["_RELAY_ACTIVE_HIGH"] is DEFAULT_JSON["relay_active_high"]
