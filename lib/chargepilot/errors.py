@@ -22,7 +22,7 @@ class OcppError(Exception):
     """An RPC-level error: `code` is one of the Part 4 codes above."""
 
     def __init__(self, code, description="", details=None):
-        Exception.__init__(self, code, description)
+        super().__init__(code, description)
         self.code = code
         # Part 4: errorDescription is at most 255 characters.
         self.description = description[:255]
