@@ -54,17 +54,46 @@ def run_pytest(extra):
         return total - failed - skipped, failed, skipped, rc
 
 
+def device_modules():
+    d = os.path.join(ROOT, "host_tests", "device")
+    return sorted(n[:-3] for n in os.listdir(d) if n.startswith("test_") and n.endswith(".py"))
+
+
 def run_micropython():
-    cmd = [os.path.join(BIN, "micropython"), "-X", "heapsize=" + HEAP,
-           os.path.join(ROOT, "host_tests", "run_mpy.py")]
-    print("$ " + " ".join(cmd), flush=True)
-    p = subprocess.run(cmd, cwd=ROOT, env=micropython_env(), capture_output=True, text=True)
-    sys.stdout.write(p.stdout)
-    sys.stderr.write(p.stderr)
-    m = re.search(r"micropython: (\d+) passed, (\d+) failed", p.stdout)
-    if not m:
-        return 0, 1, p.returncode
-    return int(m.group(1)), int(m.group(2)), p.returncode
+    """One unix-port process per device test module, two at a time.
+
+    A board runs one agent, not every test module's leftovers: a fresh heap per
+    module keeps the small heap honest without fragmentation from other modules.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    exe = os.path.join(BIN, "micropython")
+    env = micropython_env()
+
+    def one(mod):
+        cmd = [exe, "-X", "heapsize=" + HEAP, os.path.join(ROOT, "host_tests", "run_mpy.py"), mod]
+        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        return mod, cmd, p
+
+    passed = failed = 0
+    worst = 0
+    workers = int(os.environ.get("PYTEST_WORKERS", "2"))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for mod, cmd, p in pool.map(one, device_modules()):
+            m = re.search(r"micropython: (\d+) passed, (\d+) failed", p.stdout)
+            ok = m is not None and p.returncode in (0, 1)
+            np_, nf = (int(m.group(1)), int(m.group(2))) if m else (0, 1)
+            if not ok and nf == 0:
+                nf = 1
+            passed += np_
+            failed += nf
+            worst = worst or (p.returncode if nf else 0)
+            print("%-34s %3d passed, %d failed" % (mod, np_, nf), flush=True)
+            if nf:
+                print("$ " + " ".join(cmd))
+                sys.stdout.write(p.stdout)
+                sys.stderr.write(p.stderr)
+    return passed, failed, worst
 
 
 def main(argv):

@@ -187,3 +187,24 @@ def test_many_layers_and_long_window():
     assert out[0][0] == 0
     for i in range(1, len(out)):
         assert out[i][0] > out[i - 1][0] and out[i][1:] != out[i - 1][1:]
+
+
+def test_evse_request_after_a_station_request_uses_only_its_layers():
+    # regression: a per-EVSE request must not see the groups a previous EVSE 0
+    # request filled for other EVSEs
+    c = cfg(2)
+    s = pset(prof(1, 0, "ChargingStationMaxProfile", [(0, 40, 3)], start=T0 - 3600),
+             prof(4, 0, "ChargingStationMaxProfile", [(0, 0, 2), (60, 5)], stack=2,
+                  start=T0 + 180),
+             prof(5, 1, "TxDefaultProfile", [(0, 30), (120, 20)], kind="Relative"),
+             prof(6, 2, "TxDefaultProfile", [(0, 25)], kind="Relative", stack=1))
+    assert run(c, s, 0, 400) == [(0, 400, 3), (180, 0, 2), (240, 50, 3)]
+    assert run(c, s, 2, 400) == [(0, 250, 3), (180, 0, 2), (240, 50, 3)]
+    assert run(c, s, 1, 400) == [(0, 300, 3), (120, 200, 3), (180, 0, 2), (240, 50, 3)]
+    assert run(c, s, 2, 400) == [(0, 250, 3), (180, 0, 2), (240, 50, 3)]
+    # an EVSE 0 request over another set whose EVSE 1 layers come first ...
+    other = pset(prof(7, 1, "TxDefaultProfile", [(0, 9)], kind="Relative"),
+                 prof(8, 1, "TxDefaultProfile", [(0, 8)], kind="Relative", stack=1))
+    assert run(c, other, 0, 60) == [(0, 80 + 570, 3)]
+    # ... then EVSE 2 over the first set: the station caps still change at 180
+    assert run(c, s, 2, 400) == [(0, 250, 3), (180, 0, 2), (240, 50, 3)]

@@ -21,10 +21,16 @@ Semantics (libocpp's, see docs/conformance.md):
   the EVSE's transaction start, else at `start_t`. validFrom/validTo cut.
 * minChargingRate is not used (it never lifts a limit).
 
-One sweep: every applicable profile emits its own (already ordered) change
-points in the window into a shared key list, one sort, then one pass that
-updates a per-profile cursor and re-evaluates only at change points. The
-scratch buffers are module-level and reused between calls.
+One sweep, no per-second sampling: every applicable profile ("slot") emits its
+own change points in the window (its periods are already in order) into one
+int key list (offset << 10 | slot), one sort, then one pass that moves each
+slot's cursor and re-evaluates only where a layer's leading slot may have
+changed. The scratch buffers are module-level, allocated at import and reused,
+so a call allocates little beyond its result. Not re-entrant (one caller at a
+time, as in the asyncio agent).
+
+Station-level Relative caps (Max cannot be Relative; External on evse 0) are
+anchored at start_t; an EVSE's own Relative profiles at its transaction start.
 """
 
 from array import array
@@ -45,23 +51,23 @@ _G_MAX = const(0)
 _G_EXT0 = const(1)
 _G_EVSE = const(2)
 
-# Reused scratch, allocated once at import (before the heap fragments), grown on
-# demand and never shrunk: a call then allocates almost nothing but its result.
-_PREALLOC_EVENTS = const(640)
-_PREALLOC_SLOTS = const(48)
-_keys = [0] * _PREALLOC_EVENTS   # sort keys: offset << _SLOT_BITS | slot
-del _keys[:]                     # (keeps the capacity)
-_pay = array("i", range(_PREALLOC_EVENTS))   # per change point: period index or -1
+# Reused scratch: grown on first use to what the installed profiles need, then
+# kept (never shrunk), so later calls allocate almost nothing but their result.
+# Small at import: the heap is shared with the rest of the agent.
+_keys = []                    # sort keys: offset << _SLOT_BITS | slot
+_pay = array("i", range(16))  # per change point: period index or -1
 _npay = [0]
-_sprof = [None] * _PREALLOC_SLOTS  # slot -> Profile
-del _sprof[:]
-_sper = [None] * _PREALLOC_SLOTS   # slot -> its periods array
-del _sper[:]
-_sunit = array("i", range(_PREALLOC_SLOTS))
-_cur = array("i", range(_PREALLOC_SLOTS))
-_ptr = array("i", range(_PREALLOC_SLOTS))
-_gs = array("i", range(2 + 3 * 16))
-_ge = array("i", range(2 + 3 * 16))
+_plist = []                   # the profiles of this call (one pass over the set)
+_sprof = []                   # slot -> Profile
+_sper = []                    # slot -> its periods array
+_sunit = array("i", range(16))
+_cur = array("i", range(16))
+_ptr = array("i", range(16))
+_sgrp = array("i", range(16))                # slot -> group
+_gs = array("i", range(2 + 3 * 16))          # group -> first slot
+_ge = array("i", range(2 + 3 * 16))          # group -> end of its slots
+_lead = array("i", range(2 + 3 * 16))        # group -> leading slot now, or -1
+_dirty = bytearray(2 + 3 * 16)               # group -> its leader must be looked up again
 _acc = array("i", range(3))   # a, w, phases of the layers being combined
 
 
@@ -71,53 +77,28 @@ def _grow(arr, n):
     m = len(arr)
     while m < n:
         m *= 2
+    if m < 64:
+        m = 64
     return array("i", range(m))
 
 
-def _emit(t0, s, t, pidx, last):
-    """Append one change point of slot s; returns the offset (for dedupe)."""
+def _reserve(n):
+    """Make room for n change points in _pay (grown, copied, only when needed)."""
     global _pay
-    off = t - t0
-    n = _npay[0]
-    if off == last:
-        _pay[n - 1] = pidx
-        return off
-    if n >= len(_pay):
-        new = _grow(_pay, n + 1)
-        for i in range(n):
+    if n > len(_pay):
+        new = _grow(_pay, n)
+        for i in range(_npay[0]):
             new[i] = _pay[i]
         _pay = new
-    _pay[n] = pidx
-    _npay[0] = n + 1
-    _keys.append((off << _SLOT_BITS) | s)
-    return off
-
-
-def _occurrence(t0, t1, s, per, occ, end, lo, hi, last):
-    a = occ if occ > lo else lo
-    b = end if end < hi else hi
-    if a >= b:
-        return last
-    n = len(per) // 3
-    i = -1
-    rel = a - occ
-    while i + 1 < n and per[3 * (i + 1)] <= rel:
-        i += 1
-    if i >= 0:
-        last = _emit(t0, s, a, i, last)
-    j = i + 1
-    while j < n:
-        tj = occ + per[3 * j]
-        if tj >= b:
-            break
-        last = _emit(t0, s, tj, j, last)
-        j += 1
-    if b < t1:
-        last = _emit(t0, s, b, -1, last)
-    return last
 
 
 def _generate(t0, t1, s, p, anchor):
+    """Append slot s's change points in [t0, t1): (offset << _SLOT_BITS | s) to
+    _keys, the period index (or -1: no period) to _pay, in increasing time.
+
+    A later point at the same offset replaces the earlier one; a point earlier
+    than the previous one (only possible when periods are out of order, i.e. the
+    profile skipped validation) is dropped."""
     vf = p.valid_from
     vt = p.valid_to
     lo = t0 if vf is None or vf < t0 else vf
@@ -125,19 +106,63 @@ def _generate(t0, t1, s, p, anchor):
     if lo >= hi:
         return
     per = p.periods
+    nper = len(per) // 3
     dur = p.duration
-    last = -1
     period = RECURRENCE_SECONDS[p.recurrence] if p.kind == RECURRING else 0
     base = p.start if p.kind != RELATIVE and p.start is not None else anchor
     if period:
         span = period if dur is None or dur > period else dur
         occ = base + ((lo - base) // period) * period
-        while occ < hi:
-            last = _occurrence(t0, t1, s, per, occ, occ + span, lo, hi, last)
-            occ += period
+        n_occ = (hi - occ) // period + 1
     else:
-        end = _FOREVER if dur is None else base + dur
-        _occurrence(t0, t1, s, per, base, end, lo, hi, last)
+        span = _FOREVER if dur is None else dur
+        occ = base
+        n_occ = 1
+    _reserve(_npay[0] + n_occ * (nper + 2))
+    pay = _pay
+    keys = _keys
+    n = _npay[0]
+    last = -1
+    while n_occ > 0 and occ < hi:
+        end = occ + span
+        a = occ if occ > lo else lo
+        b = end if end < hi else hi
+        if a < b:
+            # the period in force at a, then every later period start before b
+            i = -1
+            rel = a - occ
+            while i + 1 < nper and per[3 * (i + 1)] <= rel:
+                i += 1
+            j = i
+            t = a
+            while True:
+                if j >= 0:
+                    off = t - t0
+                    if off > last:
+                        pay[n] = j
+                        n += 1
+                        keys.append((off << _SLOT_BITS) | s)
+                        last = off
+                    elif off == last:
+                        pay[n - 1] = j
+                j += 1
+                if j >= nper:
+                    break
+                t = occ + per[3 * j]
+                if t >= b:
+                    break
+            if b < t1:
+                off = b - t0
+                if off > last:
+                    pay[n] = -1
+                    n += 1
+                    keys.append((off << _SLOT_BITS) | s)
+                    last = off
+                elif off == last:
+                    pay[n - 1] = -1
+        occ += period
+        n_occ -= 1
+    _npay[0] = n
 
 
 def _applies(p, g, evse_tx, k):
@@ -156,10 +181,12 @@ def _applies(p, g, evse_tx, k):
             and p.transaction_id == evse_tx[0])
 
 
-def _fill_group(profiles, g, k, evse_tx, n):
+def _fill_group(g, k, evse_tx, n):
     """Append the group's slots (highest stack first, then lowest id); return new n."""
     first = n
-    for p in profiles:
+    plist = _plist
+    for ip in range(len(plist)):
+        p = plist[ip]
         if not _applies(p, g, evse_tx, k):
             continue
         if n >= _MAX_SLOTS:
@@ -179,7 +206,7 @@ def _fill_group(profiles, g, k, evse_tx, n):
     return n
 
 
-def _leading(g):
+def _find_leader(g):
     s = _gs[g]
     e = _ge[g]
     cur = _cur
@@ -231,10 +258,10 @@ def _convert(a, w, n, unit, volts, dflt_phases):
 def _evse_value(k, ac):
     """Fold EVSE k's own layers (External on k, Tx or TxDefault) into _acc."""
     g = _G_EVSE + 3 * (k - 1)
-    _take(_leading(g), ac)
-    s = _leading(g + 2)
+    _take(_lead[g], ac)
+    s = _lead[g + 2]
     if s < 0:
-        s = _leading(g + 1)
+        s = _lead[g + 1]
     _take(s, ac)
 
 
@@ -255,7 +282,7 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
         raise ValueError("composite: unsupported rate unit %r" % (unit,))
     if type(duration) is not int or duration < 0:
         raise ValueError("composite: bad duration %r" % (duration,))
-    global _cur, _ptr, _sunit
+    global _cur, _ptr, _sunit, _sgrp
     t0 = start_t
     t1 = t0 + (duration if duration > 0 else 1)
     ac = cfg.ac
@@ -263,10 +290,17 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
     dph = cfg.default_phases
     nev = cfg.evse_count
     txs = cfg.transactions
-    # 1. slots, grouped, best first
+    # 1. slots, grouped, best first (groups of EVSEs not asked for stay empty)
+    ngroups = _G_EVSE + 3 * (evse_id if evse_id else nev)
+    for g in range(ngroups):
+        _gs[g] = 0
+        _ge[g] = 0
     del _sprof[:]
-    n = _fill_group(profiles, _G_MAX, 0, None, 0)
-    n = _fill_group(profiles, _G_EXT0, 0, None, n)
+    del _plist[:]
+    for p in profiles:
+        _plist.append(p)
+    n = _fill_group(_G_MAX, 0, None, 0)
+    n = _fill_group(_G_EXT0, 0, None, n)
     if evse_id == 0:
         k_lo = 1
         k_hi = nev
@@ -275,13 +309,19 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
     for k in range(k_lo, k_hi + 1):
         tx = txs.get(k)
         g = _G_EVSE + 3 * (k - 1)
-        n = _fill_group(profiles, g, k, tx, n)
-        n = _fill_group(profiles, g + 1, k, tx, n)
-        n = _fill_group(profiles, g + 2, k, tx, n)
+        n = _fill_group(g, k, tx, n)
+        n = _fill_group(g + 1, k, tx, n)
+        n = _fill_group(g + 2, k, tx, n)
     if len(_cur) < n:
         _cur = _grow(_cur, n)
         _ptr = _grow(_ptr, n)
         _sunit = _grow(_sunit, n)
+        _sgrp = _grow(_sgrp, n)
+    for g in range(ngroups):
+        _lead[g] = -1
+        _dirty[g] = 1
+        for s in range(_gs[g], _ge[g]):
+            _sgrp[s] = g
     # 2. change points of every slot
     del _keys[:]
     del _sper[:]
@@ -316,6 +356,10 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
     ptr = _ptr
     pay = _pay
     acc = _acc
+    sgrp = _sgrp
+    lead = _lead
+    dirty = _dirty
+    changed = True
     i = 0
     while i < nk:
         off = keys[i] >> _SLOT_BITS
@@ -328,9 +372,22 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
                 j = ptr[s]
                 cur[s] = pay[j]
                 ptr[s] = j + 1
+                # only a change at or above the layer's leader can change the layer
+                g = sgrp[s]
+                ld = lead[g]
+                if ld < 0 or s <= ld:
+                    dirty[g] = 1
+                    changed = True
             i += 1
         if duration == 0 and off > 0:
             break
+        if not changed:
+            continue
+        changed = False
+        for g in range(ngroups):
+            if dirty[g]:
+                dirty[g] = 0
+                lead[g] = _find_leader(g)
         if evse_id == 0:
             total = 0
             sph = 0
@@ -349,8 +406,8 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
             acc[0] = -1
             acc[1] = -1
             acc[2] = 0
-            _take(_leading(_G_MAX), ac)
-            _take(_leading(_G_EXT0), ac)
+            _take(_lead[_G_MAX], ac)
+            _take(_lead[_G_EXT0], ac)
             ph = acc[2]
             if sph and (ph == 0 or sph < ph):
                 ph = sph
@@ -363,8 +420,8 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
             acc[0] = -1
             acc[1] = -1
             acc[2] = 0
-            _take(_leading(_G_MAX), ac)
-            _take(_leading(_G_EXT0), ac)
+            _take(_lead[_G_MAX], ac)
+            _take(_lead[_G_EXT0], ac)
             _evse_value(evse_id, ac)
             ph = acc[2]
             if acc[0] < 0 and acc[1] < 0:
@@ -383,6 +440,10 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
             prev_ph = ph
     if nxt is None:
         nxt = t1
+    # drop the references to the profiles (capacity is kept)
+    del _sprof[:]
+    del _sper[:]
+    del _plist[:]
     return out, nxt
 
 
