@@ -1,0 +1,226 @@
+"""Runs after boot.py on the ESP32: Wi-Fi, time, then the agent, forever.
+
+boot.py has already put every pilot at steady +12 V with the relays open, so
+whatever happens here the EVSE is safe. This file never lets an exception end
+the program: it logs it, waits, and resets the board.
+
+/config.json (one JSON object; unknown keys are ignored):
+
+    {
+      "wifi": {"ssid": "site-wlan", "password": "..."},      required
+      "csms_url": "wss://csms.example.com/ocpp",               required, ws:// or wss://
+      "station_id": "CP-0001",                                 required, <= 48 chars, no ':'
+      "security_profile": 2,                                   1 (ws + Basic), 2 (wss + Basic); 0 = lab only
+      "password": "at least 16 characters",                   Basic auth (profiles 1, 2)
+      "ca_file": "/csms_ca.pem",                               CA for wss:// (required with wss)
+      "board": "board",                                        board module (boards/<name>/board.py)
+      "evse": {"count": 1, "rating_amps": 32},                 informational; the board config rules
+      "model": "chargepilot-esp32", "vendor": "chargepilot", "serial": "SN-1",
+      "ntp_host": "pool.ntp.org",                              optional; time sync is non-fatal
+      "state_dir": "/state"                                    where the agent persists (flash)
+    }
+
+A value the CSMS set through SetVariables (persisted in state_dir) wins over
+the installer's password in config.json.
+"""
+
+import json
+import time
+
+import machine
+import network
+
+_CONFIG = "/config.json"
+_RESET_DELAY_S = 10
+_WIFI_TIMEOUT_MS = 20000
+_WIFI_CHECK_MS = 5000
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _log(msg):
+    print("main: " + msg)
+
+
+def load_config(path=_CONFIG):
+    """The checked config dict; ConfigError with a clear message otherwise."""
+    try:
+        with open(path) as f:
+            cfg = json.loads(f.read())
+    except OSError:
+        raise ConfigError("%s is missing" % path)
+    except ValueError:
+        raise ConfigError("%s is not valid JSON" % path)
+    if type(cfg) is not dict:
+        raise ConfigError("%s must hold one JSON object" % path)
+    wifi = cfg.get("wifi")
+    if type(wifi) is not dict or type(wifi.get("ssid")) is not str or not wifi["ssid"]:
+        raise ConfigError("config: wifi.ssid (string) is required")
+    if type(wifi.get("password", "")) is not str:
+        raise ConfigError("config: wifi.password must be a string")
+    url = cfg.get("csms_url")
+    if type(url) is not str or not (url.startswith("ws://") or url.startswith("wss://")):
+        raise ConfigError("config: csms_url must start with ws:// or wss://")
+    sid = cfg.get("station_id")
+    if type(sid) is not str or not 0 < len(sid) <= 48 or ":" in sid:
+        raise ConfigError("config: station_id must be 1-48 characters without ':'")
+    prof = cfg.get("security_profile", 2 if url.startswith("wss://") else 1)
+    if type(prof) is not int or prof not in (0, 1, 2):
+        raise ConfigError("config: security_profile must be 0, 1 or 2 (3 is not supported)")
+    if prof == 2 and not url.startswith("wss://"):
+        raise ConfigError("config: security_profile 2 needs a wss:// csms_url")
+    if url.startswith("wss://") and type(cfg.get("ca_file")) is not str:
+        raise ConfigError("config: wss:// needs ca_file (the CSMS is always verified)")
+    pw = cfg.get("password")
+    if prof in (1, 2) and (type(pw) is not str or len(pw) < 16):
+        raise ConfigError("config: security profile %d needs a password of >= 16 characters"
+                          % prof)
+    for key in ("board", "model", "vendor", "serial", "ntp_host", "state_dir"):
+        if key in cfg and type(cfg[key]) is not str:
+            raise ConfigError("config: %s must be a string" % key)
+    cfg["security_profile"] = prof
+    return cfg
+
+
+def wifi_connect(wlan, cfg, timeout_ms=_WIFI_TIMEOUT_MS):
+    """Connect (blocking, bounded); True when connected."""
+    if wlan.isconnected():
+        return True
+    wlan.active(True)
+    try:
+        wlan.connect(cfg["wifi"]["ssid"], cfg["wifi"].get("password", ""))
+    except OSError as e:
+        _log("wifi connect: %s" % e)
+        return False
+    t0 = time.ticks_ms()
+    while not wlan.isconnected():
+        if time.ticks_diff(time.ticks_ms(), t0) > timeout_ms:
+            _log("wifi: no connection within %d ms" % timeout_ms)
+            return False
+        time.sleep_ms(200)
+    _log("wifi: connected, %s" % (wlan.ifconfig()[0],))
+    return True
+
+
+def sync_time(clk, host=None):
+    """Set the clock from NTP; any failure is only logged (the CSMS sets it later)."""
+    try:
+        import ntptime
+
+        from chargepilot import rfc3339
+
+        if host:
+            ntptime.host = host
+        t = ntptime.time()  # seconds since the port's epoch
+        y, mo, d, h, mi, s = time.gmtime(t)[:6]
+        clk.set(rfc3339.from_fields(y, mo, d, h, mi, s))
+        _log("time from NTP: %s" % rfc3339.format(clk.now()))
+    except Exception as e:
+        _log("NTP failed (%s); waiting for the CSMS's currentTime" % e)
+
+
+def _mkdir(path):
+    try:
+        import os
+
+        os.mkdir(path)
+    except OSError:
+        pass
+
+
+def _ssl_context(cfg):
+    from chargepilot import agent
+
+    with open(cfg["ca_file"], "rb") as f:
+        return agent.ssl_context(f.read())
+
+
+def build_agent(cfg, clk, board):
+    from chargepilot import VERSION, agent, variables
+
+    state = cfg.get("state_dir", "/state")
+    _mkdir(state)
+    fixed = {"Identity": cfg["station_id"], "SecurityProfile": cfg["security_profile"]}
+    if cfg.get("password"):
+        fixed["BasicAuthPassword"] = cfg["password"]
+    dm = variables.DeviceModel(state, fixed=fixed)
+    ctx = _ssl_context(cfg) if cfg["csms_url"].startswith("wss://") else None
+    acfg = {"url": cfg["csms_url"], "id": cfg["station_id"],
+            "model": cfg.get("model", "chargepilot-esp32"),
+            "vendor": cfg.get("vendor", "chargepilot"), "firmware": VERSION}
+    if cfg.get("serial"):
+        acfg["serial"] = cfg["serial"]
+    return agent.Agent(acfg, dm, clk, board, ctx)
+
+
+async def _keep_wifi(wlan, cfg, board):
+    """Reconnect Wi-Fi whenever it drops; the agent's own back-off handles the socket."""
+    import asyncio
+
+    while True:
+        await asyncio.sleep_ms(_WIFI_CHECK_MS)
+        if board is not None:
+            try:
+                board.feed_watchdog()
+            except Exception:
+                pass
+        if not wlan.isconnected():
+            _log("wifi lost; reconnecting")
+            try:
+                wlan.disconnect()
+            except Exception:
+                pass
+            wifi_connect(wlan, cfg, _WIFI_TIMEOUT_MS)
+
+
+async def _run(agent_, wlan, cfg, board):
+    import asyncio
+
+    asyncio.create_task(_keep_wifi(wlan, cfg, board))
+    await agent_.run()
+
+
+def main():
+    import asyncio
+
+    from chargepilot import clock
+
+    cfg = load_config()
+    board = None
+    try:
+        board = __import__(cfg.get("board", "board")).load()
+    except Exception as e:
+        # Without a board the agent still talks OCPP; the pilot stays where boot.py put it.
+        _log("board %r not loaded: %s" % (cfg.get("board", "board"), e))
+    wlan = network.WLAN(network.STA_IF)
+    while not wifi_connect(wlan, cfg):
+        time.sleep_ms(5000)
+    clk = clock.Clock()
+    sync_time(clk, cfg.get("ntp_host"))
+    a = build_agent(cfg, clk, board)
+    asyncio.run(_run(a, wlan, cfg, board))
+
+
+def _safe_main():
+    while True:
+        try:
+            main()
+        except KeyboardInterrupt:  # the REPL (mpremote) takes over
+            _log("interrupted")
+            return
+        except Exception as e:
+            _log("fatal: %s: %s; reset in %d s" % (type(e).__name__, e, _RESET_DELAY_S))
+            try:
+                import sys
+
+                sys.print_exception(e)
+            except Exception:
+                pass
+            time.sleep(_RESET_DELAY_S)
+            machine.reset()
+
+
+if __name__ == "__main__":
+    _safe_main()

@@ -1,0 +1,98 @@
+"""Wall clock in whole seconds since 2020-01-01T00:00:00Z, kept on the tick counter.
+
+The port's own epoch (2000 on the ESP32, 1970 on unix) never enters: the clock
+is set from the CSMS (`currentTime` of BootNotification / Heartbeat responses)
+or from NTP through `rfc3339.from_fields`, and between sets it advances with
+`time.ticks_ms`. Every value stays a small int on a 32-bit board (seconds
+since 2020 reach 2**30 only in 2054; tick differences stay below 2**29).
+
+Wrap safety: `ticks_diff` is only exact while the two ticks are less than half
+a period apart (2**29 ms, about 6.2 days, on the board). `now()` and `poll()`
+move the anchor forward in whole seconds once it is older than `_REANCHOR_MS`
+(about 1.5 days), so as long as one of them runs at least every ~4.6 days the
+wrap never matters. The agent calls `poll()` from its main loop.
+"""
+
+import time
+
+from micropython import const
+
+# Re-anchor once the anchor is this old (2**27 ms ~ 1.55 days): far below the
+# 2**29 ms where ticks_diff on a 2**30 period would become ambiguous.
+_REANCHOR_MS = const(134217728)
+
+
+class Clock:
+    """`now() -> int | None` (None until set), `set(t)`, `is_set()`.
+
+    `ticks_ms`, `ticks_diff`, `ticks_add` may be injected (tests drive a fake
+    counter through the wrap); by default they are the `time` module's.
+    """
+
+    def __init__(self, ticks_ms=None, ticks_diff=None, ticks_add=None):
+        self._ticks_ms = ticks_ms or time.ticks_ms
+        self._ticks_diff = ticks_diff or time.ticks_diff
+        self._ticks_add = ticks_add or time.ticks_add
+        self._t = None  # wall seconds at the anchor
+        self._anchor = 0  # ticks at the anchor
+        self.sets = 0  # how many times the clock was set (diagnostics)
+        self.last_step = 0  # seconds the last set moved the clock (0 on first set)
+
+    def is_set(self):
+        return self._t is not None
+
+    def set(self, t):
+        """Set the wall time to `t` (int seconds since 2020-01-01Z)."""
+        if type(t) is bool or type(t) is not int or t < 0:
+            raise ValueError("clock: time must be a non-negative int, got %r" % (t,))
+        prev = self.now()
+        self._anchor = self._ticks_ms()
+        self._t = t
+        self.last_step = 0 if prev is None else t - prev
+        self.sets += 1
+
+    def set_rfc3339(self, text):
+        """Set from an RFC 3339 string (e.g. a CSMS `currentTime`); returns the int.
+
+        Raises ValueError (from rfc3339.parse) on a malformed string; the clock is
+        then left unchanged.
+        """
+        from chargepilot import rfc3339
+
+        t = rfc3339.parse(text)
+        self.set(t)
+        return t
+
+    def poll(self):
+        """Re-anchor if due; cheap. Call it from any periodic loop."""
+        if self._t is None:
+            return
+        d = self._ticks_diff(self._ticks_ms(), self._anchor)
+        if d >= _REANCHOR_MS:
+            secs = d // 1000
+            self._t += secs
+            self._anchor = self._ticks_add(self._anchor, secs * 1000)
+
+    def now(self):
+        """Seconds since 2020-01-01Z, or None while the clock was never set."""
+        if self._t is None:
+            return None
+        d = self._ticks_diff(self._ticks_ms(), self._anchor)
+        if d >= _REANCHOR_MS:
+            self.poll()
+            d = self._ticks_diff(self._ticks_ms(), self._anchor)
+        if d < 0:
+            # Only possible if the counter was not read for more than half a
+            # tick period; never go backwards, start again from here.
+            self._anchor = self._ticks_ms()
+            return self._t
+        return self._t + d // 1000
+
+    def now_rfc3339(self):
+        """`now()` as "YYYY-MM-DDTHH:MM:SSZ", or None while unset."""
+        t = self.now()
+        if t is None:
+            return None
+        from chargepilot import rfc3339
+
+        return rfc3339.format(t)

@@ -1,0 +1,428 @@
+"""The device model the agent exposes: components, variables, GetVariables/SetVariables.
+
+Every variable is one row of `TABLE` (data, not code per variable):
+
+    (key, component, variable, variable_instance, type, mutability, default, lo, hi, flags)
+
+* key: short internal name the agent uses (`dm.get("HeartbeatInterval")`).
+* type: "integer" (lo..hi), "boolean", "decimal" (stored as int tenths; lo..hi in
+  tenths; at most one fractional digit), "string" (length lo..hi),
+  "MemberList" (comma list of the allowed members in `lo`).
+* mutability: _RO, _RW, _WO.
+* default: typed value; the station's own capabilities (ProfileStackLevel...)
+  come from the config passed to DeviceModel and replace the default.
+* flags: _PERSIST (kept in the state dir), _REBOOT (a set is stored and answered
+  RebootRequired; the running value changes at the next start).
+
+Persistence: `<state>/settings.json` = {"version": 1, "values": {"Comp/Var[Inst]": "text"}}
+written atomically. Values are kept as their OCPP strings and re-checked on load;
+entries this firmware does not know or cannot use are kept in the file (and
+logged), never dropped. A file that is not valid JSON is set aside as
+`settings.json.bad`, `settings.json.1.bad`, ... (never deleted) and the defaults are used.
+
+The OCPP GetVariables/SetVariables item handling is in handlers_core.py.
+"""
+
+import json
+
+from micropython import const
+
+from chargepilot import atomic, log
+
+# Public (no underscore): handlers_core reads rows with them.
+RO = const(1)
+RW = const(2)
+WO = const(3)
+PERSIST = const(1)
+REBOOT = const(2)
+_RO = RO
+_RW = RW
+_WO = WO
+_PERSIST = PERSIST
+_REBOOT = REBOOT
+
+_MUT_NAMES = {_RO: "ReadOnly", _RW: "ReadWrite", _WO: "WriteOnly"}
+
+TABLE = (
+    # OCPPCommCtrlr (Part 2 §2, Part 4 §8)
+    ("HeartbeatInterval", "OCPPCommCtrlr", "HeartbeatInterval", None,
+     "integer", _RW, 300, 1, 86400, _PERSIST),
+    ("MessageTimeout", "OCPPCommCtrlr", "MessageTimeout", "Default",
+     "integer", _RW, 30, 1, 3600, _PERSIST),
+    ("WebSocketPingInterval", "OCPPCommCtrlr", "WebSocketPingInterval", None,
+     "integer", _RW, 60, 0, 86400, _PERSIST),
+    ("RetryBackOffRepeatTimes", "OCPPCommCtrlr", "RetryBackOffRepeatTimes", None,
+     "integer", _RW, 5, 0, 20, _PERSIST),
+    ("RetryBackOffRandomRange", "OCPPCommCtrlr", "RetryBackOffRandomRange", None,
+     "integer", _RW, 10, 0, 3600, _PERSIST),
+    ("RetryBackOffWaitMinimum", "OCPPCommCtrlr", "RetryBackOffWaitMinimum", None,
+     "integer", _RW, 5, 0, 3600, _PERSIST),
+    ("OfflineThreshold", "OCPPCommCtrlr", "OfflineThreshold", None,
+     "integer", _RW, 300, 0, 432000, _PERSIST),
+    # SmartChargingCtrlr (spec digest §2)
+    ("SmartChargingEnabled", "SmartChargingCtrlr", "Enabled", None,
+     "boolean", _RW, True, 0, 0, _PERSIST),
+    ("SmartChargingAvailable", "SmartChargingCtrlr", "Available", None,
+     "boolean", _RO, True, 0, 0, 0),
+    ("Entries", "SmartChargingCtrlr", "Entries", "ChargingProfiles",
+     "integer", _RO, 0, 0, 1000, 0),
+    ("ProfileStackLevel", "SmartChargingCtrlr", "ProfileStackLevel", None,
+     "integer", _RO, 8, 0, 1000, 0),
+    ("PeriodsPerSchedule", "SmartChargingCtrlr", "PeriodsPerSchedule", None,
+     "integer", _RO, 24, 1, 1024, 0),
+    ("RateUnit", "SmartChargingCtrlr", "RateUnit", None,
+     "MemberList", _RO, "A,W", "A,W", 0, 0),
+    ("LimitChangeSignificance", "SmartChargingCtrlr", "LimitChangeSignificance", None,
+     "decimal", _RW, 10, 0, 1000, _PERSIST),
+    ("ExternalControlSignalsEnabled", "SmartChargingCtrlr", "ExternalControlSignalsEnabled",
+     None, "boolean", _RW, False, 0, 0, _PERSIST),
+    ("NotifyChargingLimitWithSchedules", "SmartChargingCtrlr",
+     "NotifyChargingLimitWithSchedules", None, "boolean", _RW, False, 0, 0, _PERSIST),
+    ("Phases3to1", "SmartChargingCtrlr", "Phases3to1", None,
+     "boolean", _RO, False, 0, 0, 0),
+    ("ACPhaseSwitchingSupported", "SmartChargingCtrlr", "ACPhaseSwitchingSupported", None,
+     "boolean", _RO, False, 0, 0, 0),
+    # SecurityCtrlr (spec digest §2, §10.6)
+    ("SecurityProfile", "SecurityCtrlr", "SecurityProfile", None,
+     "integer", _RO, 1, 0, 3, 0),
+    ("BasicAuthPassword", "SecurityCtrlr", "BasicAuthPassword", None,
+     "string", _WO, "", 16, 64, _PERSIST),
+    ("Identity", "SecurityCtrlr", "Identity", None,
+     "string", _RW, "", 1, 48, _PERSIST | _REBOOT),
+    ("OrganizationName", "SecurityCtrlr", "OrganizationName", None,
+     "string", _RW, "chargepilot", 0, 64, _PERSIST),
+    # DeviceDataCtrlr: bounds on the lists a CSMS sends in one message
+    ("ItemsPerMessageGetVariables", "DeviceDataCtrlr", "ItemsPerMessage", "GetVariables",
+     "integer", _RO, 16, 1, 100, 0),
+    ("ItemsPerMessageSetVariables", "DeviceDataCtrlr", "ItemsPerMessage", "SetVariables",
+     "integer", _RO, 16, 1, 100, 0),
+    ("BytesPerMessageGetVariables", "DeviceDataCtrlr", "BytesPerMessage", "GetVariables",
+     "integer", _RO, 8192, 1, 65536, 0),
+    ("BytesPerMessageSetVariables", "DeviceDataCtrlr", "BytesPerMessage", "SetVariables",
+     "integer", _RO, 8192, 1, 65536, 0),
+)
+
+# Extra characteristic the device model reports: Entries.maxLimit (profiles at most).
+DEFAULT_MAX_ENTRIES = 16
+
+SETTINGS_FILE = "settings.json"
+
+
+def ext_key(row):
+    """The name a row has in settings.json: "Component/Variable" or "Component/Variable[Instance]"."""
+    if row[3]:
+        return "%s/%s[%s]" % (row[1], row[2], row[3])
+    return "%s/%s" % (row[1], row[2])
+
+
+class ValueRejected(ValueError):
+    """A value that does not fit the variable: `reason` (a reasonCode) + `info`."""
+
+    def __init__(self, reason, info):
+        super().__init__(reason, info)
+        self.reason = reason
+        self.info = info
+
+
+def parse_value(row, text):
+    """OCPP string -> typed value for `row`, or raise ValueRejected."""
+    typ = row[4]
+    lo = row[7]
+    hi = row[8]
+    if type(text) is not str:
+        raise ValueRejected("InvalidValue", "value must be a string")
+    if typ == "integer":
+        s = text.strip()
+        digits = s[1:] if s[:1] in ("-", "+") else s
+        if not digits or not digits.isdigit() or len(digits) > 9:
+            raise ValueRejected("InvalidValue", "%s: %r is not an integer" % (row[2], text))
+        v = int(s)
+        if v < lo:
+            if v < 0 and lo >= 0:
+                raise ValueRejected("ValuePositiveOnly", "%s must be >= %d" % (row[2], lo))
+            raise ValueRejected("ValueTooLow", "%s must be >= %d" % (row[2], lo))
+        if v > hi:
+            raise ValueRejected("ValueTooHigh", "%s must be <= %d" % (row[2], hi))
+        return v
+    if typ == "boolean":
+        s = text.strip().lower()
+        if s == "true":
+            return True
+        if s == "false":
+            return False
+        raise ValueRejected("InvalidValue", "%s: %r is not true/false" % (row[2], text))
+    if typ == "decimal":
+        v = parse_tenths(text)
+        if v is None:
+            raise ValueRejected(
+                "InvalidValue", "%s: %r is not a decimal with at most one fraction digit"
+                % (row[2], text))
+        if v < lo or v > hi:
+            raise ValueRejected("ValueOutOfRange", "%s must be %s..%s"
+                                % (row[2], format_tenths(lo), format_tenths(hi)))
+        return v
+    if typ == "string":
+        n = len(text)
+        if n < lo or n > hi:
+            raise ValueRejected("ValueOutOfRange", "%s: length must be %d..%d"
+                                % (row[2], lo, hi))
+        if row[0] == "Identity" and ":" in text:
+            raise ValueRejected("InvalidValue", "Identity must not contain ':'")
+        return text
+    if typ == "MemberList":
+        allowed = lo.split(",")
+        parts = [p.strip() for p in text.split(",")]
+        for p in parts:
+            if p not in allowed:
+                raise ValueRejected("InvalidValue", "%s: %r not in %s" % (row[2], p, lo))
+        return ",".join(parts)
+    raise ValueRejected("InternalError", "unknown type " + typ)
+
+
+def format_value(row, v):
+    typ = row[4]
+    if typ == "boolean":
+        return "true" if v else "false"
+    if typ == "decimal":
+        return format_tenths(v)
+    if typ == "integer":
+        return str(v)
+    return v
+
+
+def parse_tenths(text):
+    """ "12", "12.5", "-0.5" -> 120, 125, -5 ; None when not such a number (no floats)."""
+    s = text.strip()
+    neg = s[:1] == "-"
+    if s[:1] in ("-", "+"):
+        s = s[1:]
+    if "." in s:
+        whole, frac = s.split(".", 1)
+        if not frac or len(frac) > 1 or not frac.isdigit():
+            return None
+    else:
+        whole = s
+        frac = "0"
+    if not whole or not whole.isdigit() or len(whole) > 8:
+        return None
+    v = int(whole) * 10 + int(frac)
+    return -v if neg else v
+
+
+def format_tenths(v):
+    sign = "-" if v < 0 else ""
+    v = -v if v < 0 else v
+    if v % 10:
+        return "%s%d.%d" % (sign, v // 10, v % 10)
+    return "%s%d" % (sign, v // 10)
+
+
+class DeviceModel:
+    """The variables of this station, their values and their settings file.
+
+    `fixed`: key -> typed value for the station's own capabilities and
+    configured defaults (e.g. {"ProfileStackLevel": 3, "Identity": "CP1"}).
+    A persisted value wins over a configured default.
+    `on_change(key, value)` is called after a SetVariables changed a running value.
+    """
+
+    def __init__(self, state_dir=None, fixed=None, max_entries=DEFAULT_MAX_ENTRIES):
+        self._rows = {}
+        self._values = {}
+        self._by_name = {}
+        for row in TABLE:
+            self._rows[row[0]] = row
+            self._values[row[0]] = row[6]
+            self._by_name[(row[1], row[2], row[3])] = row
+        self.components = set(r[1] for r in TABLE)
+        self.max_entries = max_entries
+        self._readers = {}  # key -> fn() for values that live elsewhere (Entries)
+        self._pending = {}  # key -> value stored, active after the next start
+        self._extra = {}  # settings.json entries this firmware does not use (kept)
+        self._stored = {}  # ext key -> text as in settings.json
+        self.on_change = None
+        self.problems = []  # what load() had to set aside (for logs and tests)
+        if fixed:
+            for k in fixed:
+                if k not in self._rows:
+                    raise ValueError("device model: no variable %r" % k)
+                self._values[k] = fixed[k]
+        self._path = None
+        if state_dir:
+            self._path = state_dir + "/" + SETTINGS_FILE
+            self.load()
+
+    # --- plain access for the agent ---
+
+    def get(self, key):
+        r = self._readers.get(key)
+        if r is not None:
+            return r()
+        return self._values[key]
+
+    def set_reader(self, key, fn):
+        """Let `fn()` supply the value of a read-only `key` (e.g. Entries from the store)."""
+        self._rows[key]  # KeyError for a wrong key: a programming error
+        self._readers[key] = fn
+
+    def set_local(self, key, value, persist=True):
+        """Set a value from the station itself (not the CSMS); checked like a set."""
+        row = self._rows[key]
+        v = parse_value(row, format_value(row, value))
+        self._values[key] = v
+        if persist and row[9] & _PERSIST:
+            self._stored[ext_key(row)] = format_value(row, v)
+            self.save()
+
+    def pending(self, key):
+        return self._pending.get(key)
+
+    # --- settings file ---
+
+    def load(self):
+        """Read settings.json; a damaged file is set aside and the defaults are used."""
+        path = self._path
+        try:
+            text = atomic.read_text(path)
+        except Exception as e:  # unreadable (e.g. not UTF-8)
+            text = b"\xff"
+            log.warn("variables", "%s unreadable: %s" % (path, e))
+        if text is None:
+            return
+        data = None
+        try:
+            data = json.loads(text)
+        except Exception:
+            data = None
+        if type(data) is not dict or type(data.get("values")) is not dict:
+            moved = self._set_aside(path)
+            msg = "%s is damaged; set aside as %s, using defaults" % (path, moved)
+            self.problems.append(msg)
+            log.warn("variables", msg)
+            return
+        values = data["values"]
+        by_ext = {}
+        for row in TABLE:
+            if row[9] & _PERSIST:
+                by_ext[ext_key(row)] = row
+        for k in values:
+            text_v = values[k]
+            row = by_ext.get(k)
+            if row is None or type(text_v) is not str:
+                self._extra[k] = text_v
+                self.problems.append("%s: unknown entry %r kept" % (SETTINGS_FILE, k))
+                log.warn("variables", "%s: entry %r not used by this firmware; kept" % (
+                    SETTINGS_FILE, k))
+                continue
+            try:
+                v = parse_value(row, text_v)
+            except ValueRejected as e:
+                self._extra[k] = text_v
+                self.problems.append("%s: %s" % (k, e.info))
+                log.warn("variables", "%s: bad value for %s (%s); default used, entry kept"
+                         % (SETTINGS_FILE, k, e.info))
+                continue
+            self._values[row[0]] = v
+            self._stored[k] = text_v
+
+    def _set_aside(self, path):
+        try:
+            return atomic.set_aside(path, set())
+        except OSError as e:
+            log.error("variables", "cannot set aside %s: %s" % (path, e))
+            return "(not moved)"
+
+    def save(self):
+        """Write settings.json atomically (raises OSError when the flash write fails)."""
+        if self._path is None:
+            return
+        values = {}
+        for k in self._extra:
+            values[k] = self._extra[k]
+        for k in self._stored:
+            values[k] = self._stored[k]
+        atomic.write_atomic(self._path, json.dumps({"version": 1, "values": values}))
+
+    # --- used by handlers_core (GetVariables / SetVariables) ---
+
+    def find(self, component, variable):
+        """(row, None) or (None, "UnknownComponent"|"UnknownVariable") for one item."""
+        if type(component) is not dict or type(variable) is not dict:
+            return None, "UnknownComponent"
+        cname = component.get("name")
+        if cname not in self.components or "instance" in component or "evse" in component:
+            return None, "UnknownComponent"
+        row = self._by_name.get((cname, variable.get("name"), variable.get("instance")))
+        if row is None:
+            return None, "UnknownVariable"
+        return row, None
+
+    def commit(self, changes):
+        """Apply [(row, value)] from one SetVariables: persist once, then run them.
+
+        Returns False (nothing changed) when the settings file cannot be written.
+        """
+        old_stored = dict(self._stored)
+        persist = False
+        for row, v in changes:
+            if row[9] & _PERSIST:
+                self._stored[ext_key(row)] = format_value(row, v)
+                persist = True
+        if persist:
+            try:
+                self.save()
+            except OSError as e:
+                self._stored = old_stored
+                log.error("variables", "settings not saved: %s" % e)
+                return False
+        for row, v in changes:
+            key = row[0]
+            if row[9] & _REBOOT:
+                self._pending[key] = v
+                log.info("variables", "%s stored; active after reboot" % row[2])
+                continue
+            old = self._values[key]
+            self._values[key] = v
+            if row[5] == _WO:
+                log.info("variables", "%s set (value not logged)" % row[2])
+            else:
+                log.info("variables", "%s = %s" % (row[2], format_value(row, v)))
+            if old != v and self.on_change is not None:
+                try:
+                    self.on_change(key, v)
+                except Exception as e:
+                    log.exception("variables", "on_change(%s) failed" % key, e)
+        return True
+
+    # --- what the engine needs ---
+
+    def smart_config_values(self):
+        """SmartChargingCtrlr values in the names station.SmartConfig uses."""
+        units = tuple(u for u in self.get("RateUnit").split(",") if u)
+        return {
+            "enabled": self.get("SmartChargingEnabled"),
+            "max_stack_level": self.get("ProfileStackLevel"),
+            "max_periods": self.get("PeriodsPerSchedule"),
+            "max_entries": self.max_entries,
+            "rate_units": units,
+            "limit_change_significance": self.get("LimitChangeSignificance"),
+            "external_control": self.get("ExternalControlSignalsEnabled"),
+            "notify_with_schedules": self.get("NotifyChargingLimitWithSchedules"),
+            "phase_switching": self.get("ACPhaseSwitchingSupported"),
+            "phases_3to1": self.get("Phases3to1"),
+        }
+
+    def apply_smart_config(self, cfg):
+        """Copy smart_config_values() onto a station.SmartConfig (attributes it has).
+
+        rate_units become the engine's unit numbers (index in ("A", "W")).
+        """
+        vals = self.smart_config_values()
+        vals["rate_units"] = tuple(("A", "W").index(u) for u in vals["rate_units"])
+        for k in vals:
+            if hasattr(cfg, k):
+                setattr(cfg, k, vals[k])
+        return cfg
+
+    def mutability(self, key):
+        return _MUT_NAMES[self._rows[key][5]]
