@@ -1,0 +1,467 @@
+"""transactions.py: pilot-driven transaction life, StatusNotification, K05 remote start,
+RequestStop; on the simulated board through the control loop (test_control.Rig).
+
+Every payload passes the agent's schema tables (validate.check in Rig._send); the
+CPython test host_tests/test_control_day.py also checks them with jsonschema.
+`day_scenario` (a time-accelerated day) lives here and runs on both runtimes.
+"""
+
+import time
+
+from devtest import raises
+from test_control import T0, Rig, prof
+
+from chargepilot import composite, rfc3339, station, transactions
+from chargepilot.profile import ProfileError
+
+A = station.UNIT_A
+
+
+def plugged(start_point="EVConnected", **kw):
+    r = Rig(tx=True, start_point=start_point, **kw)
+    ev = r.board.ev(1)
+    r.run(200)
+    ev.plug(320)
+    r.run(500)
+    return r, ev
+
+
+def last(r, action="TransactionEvent"):
+    return r.events(action)[-1]
+
+
+def remote_profile(pid=7, limit=80, purpose="TxProfile", first=0, tx=None):
+    b = {"id": pid, "stackLevel": 1, "chargingProfilePurpose": purpose,
+         "chargingProfileKind": "Relative",
+         "chargingSchedule": [{"id": 1, "chargingRateUnit": "A",
+                               "chargingSchedulePeriod": [{"startPeriod": first,
+                                                           "limit": limit // 10}]}]}
+    if tx is not None:
+        b["transactionId"] = tx
+    return b
+
+
+def start_req(rid=42, evse=1, cp=None):
+    p = {"remoteStartId": rid, "idToken": {"idToken": "TOKEN1", "type": "Central"}}
+    if evse is not None:
+        p["evseId"] = evse
+    if cp is not None:
+        p["chargingProfile"] = cp
+    return p
+
+
+def test_plug_charge_pause_limit_unplug():
+    r, ev = plugged()
+    assert r.events("StatusNotification")[0]["connectorStatus"] == "Available"
+    assert r.events("StatusNotification")[-1]["connectorStatus"] == "Occupied"
+    st = r.events()[0]
+    assert st["eventType"] == "Started" and st["seqNo"] == 0
+    assert st["triggerReason"] == "CablePluggedIn"
+    assert st["transactionInfo"]["chargingState"] == "EVConnected"
+    assert st["evse"] == {"id": 1, "connectorId": 1}
+    tid = st["transactionInfo"]["transactionId"]
+    assert 0 < len(tid) <= 36 and r.cfg.transaction(1)[0] == tid
+    assert T0 <= r.cfg.transaction(1)[1] <= r.now()
+    ev.charge()
+    r.run(500)
+    u = last(r)
+    assert (u["eventType"], u["triggerReason"], u["seqNo"]) == \
+        ("Updated", "ChargingStateChanged", 1)
+    assert u["transactionInfo"] == {"transactionId": tid, "chargingState": "Charging"}
+    # a lower limit that still allows PWM: ChargingRateChanged
+    r.profiles.add(prof(1, 0, "TxDefaultProfile", [(0, 100), (10, 50), (20, 160)]))
+    r.ctl.changed()
+    r.run(100)
+    assert last(r)["triggerReason"] == "ChargingRateChanged" and r.ctl.advertised(1) == 100
+    # below 6 A: paused by the EVSE
+    r.until(T0 + 10, 50)
+    u = last(r)
+    assert u["transactionInfo"]["chargingState"] == "SuspendedEVSE"
+    assert u["triggerReason"] == "ChargingStateChanged"
+    r.until(T0 + 20, 50)
+    assert last(r)["transactionInfo"]["chargingState"] == "Charging"
+    # the EV pauses
+    ev.pause()
+    r.run(200)
+    assert last(r)["transactionInfo"]["chargingState"] == "SuspendedEV"
+    ev.charge()
+    r.run(500)
+    assert last(r)["transactionInfo"]["chargingState"] == "Charging"
+    ev.unplug()
+    r.run(200)
+    e = last(r)
+    assert e["eventType"] == "Ended" and e["triggerReason"] == "EVCommunicationLost"
+    assert e["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+    assert e["transactionInfo"]["timeSpentCharging"] >= 0
+    assert [p["seqNo"] for p in r.events()] == list(range(len(r.events())))
+    assert r.events("StatusNotification")[-1]["connectorStatus"] == "Available"
+    assert r.cfg.transaction(1) is None and r.txs.transaction_id(1) is None
+    # a new plug-in is a new transaction
+    ev.plug()
+    r.run(500)
+    st2 = last(r)
+    assert st2["eventType"] == "Started" and st2["seqNo"] == 0
+    assert st2["transactionInfo"]["transactionId"] != tid
+
+
+def test_power_path_closed_start_point():
+    r, ev = plugged("PowerPathClosed")
+    assert r.events() == [] and r.txs.transaction_id(1) is None
+    assert r.events("StatusNotification")[-1]["connectorStatus"] == "Occupied"
+    ev.charge()
+    r.run(500)
+    st = r.events()[0]
+    assert st["eventType"] == "Started" and st["triggerReason"] == "ChargingStateChanged"
+    assert st["transactionInfo"]["chargingState"] == "Charging"
+    assert r.ctl.relay(1)
+
+
+def test_fault_reports_faulted_until_unplug():
+    for kind in ("E", "diode"):
+        r = ev = None
+        r, ev = plugged()
+        ev.charge()
+        r.run(500)
+        if kind == "E":
+            ev.set_fault("E")
+        else:
+            ev.remove_diode()
+        r.run(400)
+        assert not r.ctl.relay(1)
+        assert r.events("StatusNotification")[-1]["connectorStatus"] == "Faulted"
+        u = last(r)
+        assert u["triggerReason"] == "EVCommunicationLost"
+        assert u["transactionInfo"]["chargingState"] == "SuspendedEVSE"
+        assert r.txs.connector_status(1) == "Faulted"
+        r.run(1000)  # still latched, even where the line reads B again
+        assert r.txs.connector_status(1) == "Faulted"
+        ev.unplug()
+        r.run(200)
+        assert r.events("StatusNotification")[-1]["connectorStatus"] == "Available"
+        assert last(r)["eventType"] == "Ended"
+
+
+def test_f_state_is_faulted_and_unavailable_is_unavailable():
+    r, ev = plugged()
+    ev.set_fault("F")
+    r.run(300)
+    assert r.txs.connector_status(1) == "Faulted"
+    ev.unplug()
+    r.run(300)
+    r.ctl.set_available(1, False)
+    r.run(300)
+    assert r.txs.connector_status(1) == "Unavailable"
+    assert r.events("StatusNotification")[-1]["connectorStatus"] == "Unavailable"
+
+
+def test_remote_start_binds_the_profile_and_it_goes_with_the_transaction():
+    r = Rig(tx=True)
+    r.run(200)
+    resp = r.txs.request_start(start_req(cp=remote_profile(7, 80)))
+    assert resp == {"status": "Accepted"}  # no EV yet: waits for the plug
+    assert r.events() == [] and 7 not in r.profiles
+    r.board.ev(1).plug()
+    r.run(500)
+    st = r.events()[0]
+    tid = st["transactionInfo"]["transactionId"]
+    assert st["eventType"] == "Started" and st["transactionInfo"]["remoteStartId"] == 42
+    assert st["idToken"] == {"idToken": "TOKEN1", "type": "Central"}
+    p = r.profiles.get(7)
+    assert p is not None and p.transaction_id == tid and p.evse_id == 1
+    assert r.ctl.composite_limit(1) == 80 and r.ctl.advertised(1) == 80
+    r.board.ev(1).unplug()
+    r.run(200)
+    assert 7 not in r.profiles and r.txs.last_removed == [7]
+    assert r.ended == [(1, tid, [7])]
+    assert r.ctl.composite_limit(1) == 480  # back to the local limit
+
+
+def test_remote_start_on_a_running_transaction():
+    r, ev = plugged()
+    tid = r.txs.transaction_id(1)
+    resp = r.txs.request_start(start_req(rid=5, cp=remote_profile(8, 100)))
+    assert resp == {"status": "Accepted", "transactionId": tid}
+    u = last(r)
+    assert u["triggerReason"] == "RemoteStart" and u["transactionInfo"]["remoteStartId"] == 5
+    assert u["idToken"]["idToken"] == "TOKEN1"
+    assert r.profiles.get(8).transaction_id == tid
+    r.run(100)
+    assert r.ctl.advertised(1) == 100
+    again = r.txs.request_start(start_req(rid=6))
+    assert again["status"] == "Rejected" and again["statusInfo"]["reasonCode"] == "TxInProgress"
+
+
+def test_remote_start_rejects_bad_profiles():
+    r = Rig(tx=True)
+    r.run(100)
+    for cp, code in ((remote_profile(purpose="TxDefaultProfile"), "InvalidProfile"),
+                     (remote_profile(tx="abc"), "InvalidProfile"),
+                     (remote_profile(first=10), "InvalidSchedule"),
+                     ({"id": 1}, "InvalidProfile")):
+        resp = r.txs.request_start(start_req(cp=cp))
+        assert resp["status"] == "Rejected" and resp["statusInfo"]["reasonCode"] == code, resp
+        assert resp["statusInfo"]["additionalInfo"]
+    assert len(r.profiles) == 0 and r.cfg.transactions == {}
+    unknown = r.txs.request_start(start_req(evse=3))
+    assert unknown["statusInfo"]["reasonCode"] == "UnknownEvse"
+    for junk in ({"idToken": {"idToken": "x", "type": "Central"}}, {"remoteStartId": 1},
+                 {"remoteStartId": True, "idToken": {}}, [1]):
+        resp = r.txs.request_start(junk)
+        assert resp["status"] == "Rejected" and resp["statusInfo"]["reasonCode"] == "InvalidValue"
+    assert r.txs.request_stop([1])["status"] == "Rejected"
+    # the agent's validator is used when given
+    seen = []
+
+    def validator(obj, evse_id, tid):
+        seen.append((obj["id"], evse_id, tid))
+        raise ProfileError("InvalidSchedule", "agent says no")
+
+    r.txs.validator = validator
+    resp = r.txs.request_start(start_req(cp=remote_profile(9)))
+    assert resp["statusInfo"]["reasonCode"] == "InvalidSchedule" and seen == [(9, 1, None)]
+    # without smart charging the profile is ignored and the start accepted (K05.FR.04)
+    r.txs.smart = False
+    assert r.txs.request_start(start_req(cp=remote_profile(purpose="Bad")))["status"] == \
+        "Accepted"
+
+
+def test_remote_stop():
+    r, ev = plugged()
+    ev.charge()
+    r.run(500)
+    tid = r.txs.transaction_id(1)
+    r.profiles.add(prof(3, 1, "TxProfile", [(0, 100)], tx=tid))
+    bad = r.txs.request_stop({"transactionId": "nope"})
+    assert bad["status"] == "Rejected" and bad["statusInfo"]["reasonCode"] == "TxNotFound"
+    assert r.txs.request_stop({"transactionId": tid}) == {"status": "Accepted"}
+    e = last(r)
+    assert e["eventType"] == "Ended" and e["triggerReason"] == "RemoteStop"
+    assert e["transactionInfo"]["stoppedReason"] == "Remote"
+    assert 3 not in r.profiles and r.txs.last_removed == [3]
+    r.run(100)
+    assert r.ctl.advertised(1) == 0  # held: no current for the plugged-in EV
+    r.run(7000, 100)
+    assert not r.ctl.relay(1)
+    n = len(r.events())
+    r.run(1000)
+    assert len(r.events()) == n  # no new transaction while the EV stays
+    # a remote start on the same plugged-in EV starts a new one at once
+    resp = r.txs.request_start(start_req(rid=9))
+    assert resp["status"] == "Accepted" and resp["transactionId"] != tid
+    assert last(r)["triggerReason"] == "RemoteStart" and last(r)["seqNo"] == 0
+    r.run(600)
+    assert r.ctl.advertised(1) == 320 and r.ctl.relay(1)
+
+
+def test_offline_flag_and_clock_unset_start():
+    r = Rig(tx=True, clock_set=False)
+    r.online = False
+    r.board.ev(1).plug()
+    r.run(500)
+    st = last(r)
+    assert st["offline"] is True and st["timestamp"] == "2020-01-01T00:00:00Z"
+    assert r.ctl.advertised(1) == 0  # no clock: paused
+    r.clock.set(T0)
+    r.run(200)
+    assert r.cfg.transaction(1)[1] == T0  # Relative profiles anchor once the time is known
+    assert r.ctl.advertised(1) == 320
+
+
+def test_ids_are_unique_and_config_is_checked():
+    r = Rig(tx=True)
+    ids = set()
+    ev = r.board.ev(1)
+    for _ in range(5):
+        ev.plug()
+        r.run(400)
+        ids.add(r.txs.transaction_id(1))
+        ev.unplug()
+        r.run(100)
+    assert len(ids) == 5 and None not in ids
+    assert raises(ValueError, transactions.Transactions, r.cfg, r.profiles, r.clock, None,
+                  "Authorized")
+    assert raises(ValueError, r.txs.update, 2, "A")
+    assert "got 'X'" in str(raises(ValueError, r.txs.update, 1, "X"))
+    # an id function returning garbage: no transaction, no crash
+    r2 = Rig(tx=True, id_fn=lambda evse: "x" * 40)
+    r2.board.ev(1).plug()
+    r2.run(500)
+    assert r2.txs.transaction_id(1) is None and r2.events() == []
+
+
+def test_pending_remote_start_expires():
+    r = Rig(tx=True, connect_timeout_s=60)
+    r.run(100)
+    assert r.txs.request_start(start_req(rid=3, cp=remote_profile(7)))["status"] == "Accepted"
+    r.until(T0 + 61)
+    r.txs.poll()
+    r.board.ev(1).plug()
+    r.run(500)
+    st = last(r)
+    assert st["eventType"] == "Started" and "remoteStartId" not in st["transactionInfo"]
+    assert "idToken" not in st and 7 not in r.profiles
+
+
+def test_send_failure_never_stops_the_loop():
+    r = Rig(tx=True)
+
+    def broken(action, payload):
+        raise OSError("queue full")
+
+    r.txs.send = broken
+    r.board.ev(1).plug()
+    r.run(500)
+    r.board.ev(1).charge()
+    r.run(500)
+    assert r.ctl.relay(1) and r.txs.charging_state(1) == "Charging"
+# ---------------------------------------------------------------- a day
+
+def _ext(pid, limit):
+    return prof(pid, 0, "ChargingStationExternalConstraints", [(0, limit)], start=0,
+                source="EMS")
+
+
+def day_scenario(day_s=86400, sample_s=5, send=None):
+    """A time-accelerated day on two EVSEs (ratings 32 A and 16 A).
+
+    Schedule changes, an external limit added/removed, EV pauses, unplug/replug,
+    a TxProfile, and two "CSMS disconnects" (no-op for the control loop). The
+    clock is driven by hand; `Controller.step()` is called at every sample
+    (every sample_s), at every next-change instant the controller announces,
+    and every 50 ms for 2 s after each event. At every step the advertised
+    current is checked <= min(composite limit now, rating), the EV draw too.
+    Returns a dict of figures; `send(action, payload)` sees every message."""
+    r = Rig(evses=2, ratings=[320, 160], tx=True, default_amps=480)
+    if send is not None:
+        base = r._send
+
+        def both(action, payload):
+            base(action, payload)
+            send(action, payload)
+
+        r.txs.send = both
+    f = day_s // 100  # one "percent" of the day in seconds
+    ev1 = r.board.ev(1)
+    ev2 = r.board.ev(2)
+    txd = [(0, 320), (15 * f, 200), (27 * f, 100), (42 * f, 50), (47 * f, 250),
+           (75 * f, 160), (90 * f, 55), (93 * f, 130)]
+    txd2 = [(0, 180), (10 * f, 90), (55 * f, 240)]
+    figures = {"samples": 0, "offline_changes": 0, "relay_opens": 0}
+
+    def install(p):
+        r.profiles.add(p)
+        r.ctl.changed()
+
+    def tx_profile():
+        tid = r.txs.transaction_id(1)
+        install(prof(10, 1, "TxProfile", [(0, 80), (5 * f, 200)], kind="Relative", tx=tid))
+
+    def set_online(flag):
+        r.online = flag
+
+    events = [
+        (0, lambda: install(prof(1, 0, "TxDefaultProfile", txd))),
+        (0, lambda: ev1.plug(300)),
+        (1 * f, ev1.charge),
+        (5 * f, lambda: install(prof(2, 0, "ChargingStationMaxProfile", [(0, 400)]))),
+        (10 * f, lambda: ev2.plug(160)),
+        (11 * f, ev2.charge),
+        (20 * f, lambda: install(_ext(-5, 120))),
+        (25 * f, lambda: set_online(False)),
+        (30 * f, lambda: (r.profiles.remove(-5), r.ctl.changed())),
+        (35 * f, ev1.pause),
+        (40 * f, ev1.charge),
+        (48 * f, lambda: set_online(True)),
+        (50 * f, tx_profile),
+        (55 * f, lambda: install(prof(1, 0, "TxDefaultProfile", txd2))),
+        (60 * f, ev2.unplug),
+        (65 * f, lambda: ev2.plug(110)),
+        (66 * f, ev2.charge),
+        (70 * f, lambda: set_online(False)),
+        (72 * f, lambda: install(_ext(-10, 70))),
+        (80 * f, ev1.unplug),
+        (85 * f, lambda: ev1.plug(320)),
+        (86 * f, ev1.charge),
+        (88 * f, lambda: (r.profiles.remove(-10), r.ctl.changed())),
+        (95 * f, lambda: set_online(True)),
+        (97 * f, ev2.pause),
+    ]
+    end = T0 + day_s
+    ei = 0
+    fine_until = None
+    last_out = None
+    while r.now() < end:
+        now = r.now()
+        while ei < len(events) and T0 + events[ei][0] <= now:
+            events[ei][1]()
+            ei += 1
+            fine_until = time.ticks_add(r.ticks(), 2000)
+        r.ctl.step()
+        figures["samples"] += 1
+        out = []
+        for k in (1, 2):
+            lim = composite.limit_at(r.cfg, r.profiles, k, now, A)[0]
+            cap = min(lim, r.board.rating_tenths(k))
+            adv = r.ctl.advertised(k)
+            if adv > cap or r.board.ev_draw_tenths(k) > cap:
+                raise AssertionError("EVSE %d at %s: advertised %d, draw %d > limit %d"
+                                     % (k, rfc3339.format(now), adv, r.board.ev_draw_tenths(k),
+                                        cap))
+            out.append(adv)
+        if last_out is not None and out != last_out and not r.online:
+            figures["offline_changes"] += 1
+        last_out = out
+        # next instant: 50 ms while settling after an event, else the next sample,
+        # the next event or the controller's next change, whichever comes first
+        if fine_until is not None and time.ticks_diff(fine_until, r.ticks()) > 0:
+            r.ticks.advance(50)
+            continue
+        fine_until = None
+        t_next = (now // sample_s + 1) * sample_s
+        nc = r.ctl.next_change()
+        if nc is not None and nc < t_next:
+            t_next = nc
+        if ei < len(events) and T0 + events[ei][0] < t_next:
+            t_next = T0 + events[ei][0]
+        if t_next <= now:
+            t_next = now + 1
+        r.ticks.advance((t_next - now) * 1000)
+    figures["recomputes"] = r.ctl.recomputes
+    figures["steps"] = r.ctl.steps
+    figures["sent"] = r.sent
+    figures["rig"] = r
+    return figures
+
+
+def check_day(fig):
+    """What every run of day_scenario must show (both runtimes)."""
+    r = fig["rig"]
+    # the loop kept applying the stored schedule while the CSMS was away
+    assert fig["offline_changes"] >= 2, fig["offline_changes"]
+    # recomputed on changes and next-change instants only: far fewer than steps
+    assert fig["recomputes"] < fig["steps"] // 5, (fig["recomputes"], fig["steps"])
+    txev = r.events()
+    assert any(p.get("offline") for p in txev)
+    by_tx = {}
+    for p in txev:
+        by_tx.setdefault(p["transactionInfo"]["transactionId"], []).append(p)
+    assert len(by_tx) == 4  # EV1 twice, EV2 twice
+    for tid, evs in by_tx.items():
+        assert len(tid) <= 36
+        assert [p["seqNo"] for p in evs] == list(range(len(evs)))
+        assert evs[0]["eventType"] == "Started"
+        assert all(p["eventType"] == "Updated" for p in evs[1:-1])
+    ended = [p for p in txev if p["eventType"] == "Ended"]
+    assert len(ended) == 2 and all(p["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+                                   for p in ended)
+    states = set(p["transactionInfo"].get("chargingState") for p in txev)
+    for s in ("EVConnected", "Charging", "SuspendedEV", "SuspendedEVSE"):
+        assert s in states, (s, states)
+    # the TxProfile went with its transaction
+    assert 10 not in r.profiles and any(10 in e[2] for e in r.ended)
+
+
+def test_short_day_scenario():
+    fig = day_scenario(day_s=4000, sample_s=10)
+    check_day(fig)
+    assert fig["samples"] > 400

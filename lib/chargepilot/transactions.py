@@ -1,0 +1,541 @@
+"""Minimal transactions driven by the pilot (E01/E02/E06 subset, F01-F03, K05).
+
+One `Transactions` follows every EVSE through the debounced pilot state the
+control loop reports (`update(...)`, wired as `Controller(on_output=...)`):
+
+* TxStartPoint `EVConnected` (plug-in, A -> B/C/D) or `PowerPathClosed` (the
+  relay closes) starts a transaction: `cfg.start_transaction`, TransactionEvent
+  `Started` (seqNo 0, a fresh transactionId of at most 36 chars);
+* `Updated` on a new chargingState (EVConnected, Charging, SuspendedEV,
+  SuspendedEVSE = no current offered, e.g. limit < 6 A) with triggerReason
+  ChargingStateChanged (EVCommunicationLost on pilot E/F), on an advertised
+  current change while the state stays (ChargingRateChanged), and when a
+  RequestStartTransaction authorises a running transaction (RemoteStart);
+* `Ended` on unplug (EVCommunicationLost / EVDisconnected) or
+  RequestStopTransaction (RemoteStop / Remote): `cfg.end_transaction`,
+  `profiles.end_transaction` (K02.FR.05; the ids go to `on_ended` so the agent
+  deletes their files), and the EVSE is held paused until the EV is unplugged;
+* StatusNotification on a connector change: A Available, B/C/D Occupied, E
+  (latched until unplug, like the pilot output) and F Faulted, F while made
+  unavailable Unavailable.
+
+Everything goes out through `send(action, payload)`; payloads follow the
+official 2.0.1 schemas. Synchronous and bounded: one transaction and at most
+one pending remote start per EVSE. A failing callback is logged, never raised.
+"""
+
+import os
+
+from micropython import const
+
+from chargepilot import log, profile, profile_checks, rfc3339
+from chargepilot.profile import TX, ProfileError
+
+_TAG = "tx"
+EV_CONNECTED = "EVConnected"
+POWER_PATH_CLOSED = "PowerPathClosed"
+_PLACEHOLDER_TX = "remote-start-pending"
+_MAX_INFO = const(512)
+_STATES = ("A", "B", "C", "D", "E", "F")
+
+# chargingState values
+CHARGING = "Charging"
+SUSPENDED_EV = "SuspendedEV"
+SUSPENDED_EVSE = "SuspendedEVSE"
+
+
+def _rand32():
+    try:
+        return int.from_bytes(os.urandom(4), "little")
+    except Exception:  # a port without urandom
+        import random
+
+        return random.getrandbits(32)
+
+
+def _status_info(reason, info):
+    return {"reasonCode": reason[:20], "additionalInfo": info[:_MAX_INFO]}
+
+
+def check_remote_profile(cfg, profiles, obj, evse_id, transaction_id=None):
+    """K05 validator: `obj` (the RequestStartTransaction chargingProfile) ->
+    profile.Profile without transactionId, or raises ProfileError whose
+    reason_code is InvalidProfile or InvalidSchedule (K05.FR.05 / F01.FR.26).
+
+    The K01 checks run as if the profile were bound to `transaction_id` (the
+    running transaction it will join) or to the transaction about to start."""
+    try:
+        p = profile.parse(obj, evse_id)
+    except ProfileError as e:
+        raise ProfileError("InvalidProfile", str(e))
+    if p.purpose != TX:
+        raise ProfileError("InvalidProfile",
+                           "chargingProfilePurpose must be TxProfile (K05.FR.02)")
+    if p.transaction_id is not None:
+        raise ProfileError("InvalidProfile", "a remote start profile carries no transactionId "
+                           "(F01.FR.11)")
+    tx = transaction_id if transaction_id is not None else _PLACEHOLDER_TX
+    saved = cfg.transactions.get(evse_id)
+    p.transaction_id = tx
+    if transaction_id is None:
+        cfg.transactions[evse_id] = (tx, 0)
+    try:
+        profile_checks.check(cfg, profiles, p)
+    except ProfileError as e:
+        code = "InvalidSchedule" if e.reason_code == "InvalidSchedule" else "InvalidProfile"
+        raise ProfileError(code, "%s: %s" % (e.reason_code, e.info))
+    finally:
+        p.transaction_id = None
+        if transaction_id is None:
+            if saved is None:
+                cfg.transactions.pop(evse_id, None)
+            else:
+                cfg.transactions[evse_id] = saved
+    return p
+
+
+class _Tx:
+    def __init__(self, tx_id, start_t):
+        self.id = tx_id
+        self.seq = 0
+        self.start_t = start_t  # None while the clock was unset
+        self.cstate = None  # chargingState last reported
+        self.adv = 0
+        self.remote_id = None
+        self.charged = False  # was ever in Charging
+        self.charging_since = None
+        self.charged_s = 0
+
+
+class _Evse:
+    def __init__(self):
+        self.state = None  # last pilot state seen
+        self.status = None  # last connector status sent
+        self.latched = False  # pilot E seen: Faulted until unplugged
+        self.available = True
+        self.blocked = False  # transaction stopped while the EV stays plugged in
+        self.tx = None
+        self.pending = None  # (remoteStartId, idToken, Profile | None, obj, deadline_t)
+        self.adv = 0
+        self.relay = False
+
+
+class Transactions:
+    """`cfg` a station.SmartConfig, `profiles` a profiles.ProfileSet, `clock` a
+    clock.Clock, `send(action, payload)` queues a CALL for the CSMS.
+
+    start_point   "EVConnected" or "PowerPathClosed" (TxStartPoint)
+    changed()     wake the control loop (transactions move the limit)
+    hold(evse_id, held)   pause/release an EVSE (Controller.hold)
+    online()      False -> TransactionEvent carries "offline": true
+    validator(obj, evse_id, transaction_id) -> Profile; raises ProfileError
+                  (reason_code InvalidProfile/InvalidSchedule); default
+                  `check_remote_profile` on cfg/profiles
+    install(evse_id, p, obj)  install the bound K05 profile (persist + add);
+                  returns None or (reasonCode, info); default profiles.add(p)
+    on_ended(evse_id, transaction_id, removed_profile_ids)
+    smart         False: a chargingProfile in RequestStart is ignored (K05.FR.04)
+    """
+
+    def __init__(self, cfg, profiles, clock, send, start_point=EV_CONNECTED, changed=None,
+                 hold=None, online=None, validator=None, install=None, on_ended=None,
+                 smart=True, send_status=True, connect_timeout_s=120, id_fn=None):
+        if start_point != EV_CONNECTED and start_point != POWER_PATH_CLOSED:
+            raise ValueError("transactions: start_point must be EVConnected or "
+                             "PowerPathClosed, got %r" % (start_point,))
+        if type(connect_timeout_s) is not int or connect_timeout_s < 1:
+            raise ValueError("transactions: connect_timeout_s must be an int >= 1")
+        self.cfg = cfg
+        self.profiles = profiles
+        self.clock = clock
+        self.send = send
+        self.start_point = start_point
+        self.changed = changed
+        self.hold = hold
+        self.online = online
+        self.validator = validator
+        self.install = install
+        self.on_ended = on_ended
+        self.smart = smart
+        self.send_status = send_status
+        self.connect_timeout_s = connect_timeout_s
+        self._id_fn = id_fn
+        self._count = 0
+        self._e = [_Evse() for _ in range(cfg.evse_count)]
+        self.last_removed = []  # profile ids removed when the last transaction ended
+
+    # ------------------------------------------------------------ queries
+
+    def _evse(self, evse_id):
+        if type(evse_id) is not int or evse_id < 1 or evse_id > len(self._e):
+            raise ValueError("transactions: evse_id must be 1..%d, got %r"
+                             % (len(self._e), evse_id))
+        return self._e[evse_id - 1]
+
+    def transaction_id(self, evse_id):
+        tx = self._evse(evse_id).tx
+        return None if tx is None else tx.id
+
+    def charging_state(self, evse_id):
+        tx = self._evse(evse_id).tx
+        return None if tx is None else tx.cstate
+
+    def connector_status(self, evse_id):
+        """Available / Occupied / Faulted / Unavailable (None before the first update)."""
+        return self._evse(evse_id).status
+
+    def find(self, transaction_id):
+        for i in range(len(self._e)):
+            tx = self._e[i].tx
+            if tx is not None and tx.id == transaction_id:
+                return i + 1
+        return None
+
+    # ------------------------------------------------------------ plumbing
+
+    def _now(self):
+        try:
+            return self.clock.now()
+        except Exception:
+            return None
+
+    def _stamp(self, now):
+        # Before the first clock sync: the epoch of our time scale (clearly "unknown").
+        return rfc3339.format(now if now is not None else 0)
+
+    def _emit(self, action, payload):
+        try:
+            self.send(action, payload)
+        except Exception as e:
+            log.exception(_TAG, "%s not queued" % action, e)
+
+    def _wake(self):
+        if self.changed is not None:
+            try:
+                self.changed()
+            except Exception as e:
+                log.exception(_TAG, "changed callback", e)
+
+    def _hold(self, evse_id, held):
+        if self.hold is not None:
+            try:
+                self.hold(evse_id, held)
+            except Exception as e:
+                log.exception(_TAG, "hold callback", e)
+
+    def _new_id(self, evse_id, now):
+        if self._id_fn is not None:
+            tid = self._id_fn(evse_id)
+        else:
+            self._count += 1
+            tid = "%x-%08x-%d-%d" % (now or 0, _rand32(), evse_id, self._count)
+        if type(tid) is not str or not tid or len(tid) > 36:
+            raise ValueError("transactions: transactionId must be 1..36 characters, got %r"
+                             % (tid,))
+        return tid
+
+    def _event(self, evse_id, e, kind, trigger, now, extra_info=None, id_token=None):
+        tx = e.tx
+        info = {"transactionId": tx.id}
+        if tx.cstate is not None:
+            info["chargingState"] = tx.cstate
+        if extra_info:
+            for k in extra_info:
+                info[k] = extra_info[k]
+        p = {"eventType": kind, "timestamp": self._stamp(now), "triggerReason": trigger,
+             "seqNo": tx.seq, "transactionInfo": info,
+             "evse": {"id": evse_id, "connectorId": 1}}
+        if id_token is not None:
+            p["idToken"] = id_token
+        if self.online is not None:
+            try:
+                if not self.online():
+                    p["offline"] = True
+            except Exception:
+                p["offline"] = True
+        tx.seq += 1
+        self._emit("TransactionEvent", p)
+
+    def _status(self, evse_id, e, now):
+        st = e.state
+        if st == "A":
+            s = "Available"
+        elif st == "F" and not e.available:
+            s = "Unavailable"
+        elif e.latched or st == "E" or st == "F":
+            s = "Faulted"
+        else:
+            s = "Occupied"
+        if s == e.status:
+            return
+        e.status = s
+        if self.send_status:
+            self._emit("StatusNotification", {"timestamp": self._stamp(now),
+                                              "connectorStatus": s, "evseId": evse_id,
+                                              "connectorId": 1})
+
+    def _cstate(self, e):
+        st = e.state
+        if e.latched or st == "E" or st == "F" or e.adv <= 0:
+            return SUSPENDED_EVSE
+        if st == "C" or st == "D":
+            return CHARGING
+        return SUSPENDED_EV if e.tx.charged else EV_CONNECTED
+
+    def _set_cstate(self, tx, cs, now):
+        if tx.cstate == CHARGING and tx.charging_since is not None and now is not None:
+            tx.charged_s += now - tx.charging_since
+        tx.charging_since = now if cs == CHARGING else None
+        if cs == CHARGING:
+            tx.charged = True
+        tx.cstate = cs
+
+    # ------------------------------------------------------------ start / end
+
+    def _start(self, evse_id, e, trigger, now):
+        try:
+            tid = self._new_id(evse_id, now)
+        except Exception as e2:
+            log.exception(_TAG, "no transactionId for EVSE %d" % evse_id, e2)
+            return None
+        tx = _Tx(tid, now)
+        e.tx = tx
+        self.cfg.start_transaction(evse_id, tid, now if now is not None else 0)
+        extra = None
+        token = None
+        pend = e.pending
+        if pend is not None:
+            e.pending = None
+            tx.remote_id = pend[0]
+            token = pend[1]
+            extra = {"remoteStartId": pend[0]}
+            if pend[2] is not None:
+                self._bind(evse_id, tid, pend[2], pend[3])
+        self._set_cstate(tx, self._cstate(e), now)
+        tx.adv = e.adv
+        log.info(_TAG, "EVSE %d: transaction %s started (%s)" % (evse_id, tid, trigger))
+        self._event(evse_id, e, "Started", trigger, now, extra, token)
+        self._wake()
+        return tid
+
+    def _bind(self, evse_id, tid, p, obj):
+        """K05.FR.03: the remote start profile now belongs to transaction tid."""
+        p.transaction_id = tid
+        obj = dict(obj)
+        obj["transactionId"] = tid
+        try:
+            if self.install is not None:
+                bad = self.install(evse_id, p, obj)
+            else:
+                self.profiles.add(p)
+                bad = None
+        except Exception as e:
+            bad = (type(e).__name__, str(e))
+        if bad is not None:
+            log.error(_TAG, "remote start profile %d not installed for %s: %s"
+                      % (p.id, tid, bad))
+        else:
+            log.info(_TAG, "TxProfile %d bound to transaction %s (K05)" % (p.id, tid))
+
+    def _end(self, evse_id, e, trigger, reason, now, cstate=None):
+        tx = e.tx
+        if cstate is not None:
+            self._set_cstate(tx, cstate, now)
+        else:
+            self._set_cstate(tx, tx.cstate, now)  # closes the charging time
+        info = {"stoppedReason": reason}
+        if now is not None and tx.start_t is not None:
+            info["timeSpentCharging"] = tx.charged_s
+        self._event(evse_id, e, "Ended", trigger, now, info)
+        e.tx = None
+        self.cfg.end_transaction(evse_id)
+        removed = []
+        try:
+            removed = [p.id for p in self.profiles.end_transaction(evse_id, tx.id)]
+        except Exception as e2:
+            log.exception(_TAG, "TxProfiles of %s" % tx.id, e2)
+        self.last_removed = removed
+        log.info(_TAG, "EVSE %d: transaction %s ended (%s); TxProfiles removed: %s"
+                 % (evse_id, tx.id, reason, removed))
+        if self.on_ended is not None:
+            try:
+                self.on_ended(evse_id, tx.id, removed)
+            except Exception as e2:
+                log.exception(_TAG, "on_ended callback", e2)
+        self._wake()
+        return removed
+
+    # ------------------------------------------------------------ pilot input
+
+    def update(self, evse_id, state, limit=0, advertised=0, relay=False, available=True):
+        """The control loop's view of one EVSE changed (Controller.on_output)."""
+        e = self._evse(evse_id)
+        if state not in _STATES:
+            raise ValueError("transactions: pilot state must be one of A..F, got %r" % (state,))
+        now = self._now()
+        prev = e.state
+        e.state = state
+        e.adv = advertised
+        e.relay = relay
+        e.available = available
+        if state == "A":
+            e.latched = False
+            if e.blocked:
+                e.blocked = False
+                self._hold(evse_id, False)
+        elif state == "E":
+            e.latched = True
+        self._expire(evse_id, e, now)
+        self._status(evse_id, e, now)
+        tx = e.tx
+        if tx is not None and tx.start_t is None and now is not None:
+            # started before the clock was known: anchor Relative profiles now
+            tx.start_t = now
+            self.cfg.start_transaction(evse_id, tx.id, now)
+            self._wake()
+        connected = state == "B" or state == "C" or state == "D"
+        if tx is None:
+            if not connected or e.blocked or e.latched:
+                return
+            if self.start_point == EV_CONNECTED:
+                self._start(evse_id, e, "CablePluggedIn", now)
+            elif relay:
+                self._start(evse_id, e, "ChargingStateChanged", now)
+            return
+        if state == "A":
+            self._end(evse_id, e, "EVCommunicationLost", "EVDisconnected", now, "Idle")
+            return
+        cs = self._cstate(e)
+        if cs != tx.cstate:
+            self._set_cstate(tx, cs, now)
+            trigger = ("EVCommunicationLost" if (state == "E" or state == "F") and prev != state
+                       else "ChargingStateChanged")
+            tx.adv = advertised
+            self._event(evse_id, e, "Updated", trigger, now)
+        elif advertised != tx.adv:
+            tx.adv = advertised
+            if advertised > 0:
+                self._event(evse_id, e, "Updated", "ChargingRateChanged", now)
+
+    def poll(self):
+        """Expire remote starts whose EV never came (call now and then)."""
+        now = self._now()
+        for i in range(len(self._e)):
+            self._expire(i + 1, self._e[i], now)
+
+    def _expire(self, evse_id, e, now):
+        pend = e.pending
+        if pend is None or now is None or pend[4] is None or now < pend[4]:
+            return
+        e.pending = None
+        log.warn(_TAG, "EVSE %d: remote start %d expired, no EV connected within %d s"
+                 % (evse_id, pend[0], self.connect_timeout_s))
+
+    # ------------------------------------------------------------ CSMS requests
+
+    def request_start(self, payload):
+        """RequestStartTransactionRequest (validated) -> response payload (F01, K05)."""
+        rid = payload.get("remoteStartId") if type(payload) is dict else None
+        token = payload.get("idToken") if type(payload) is dict else None
+        if type(rid) is bool or type(rid) is not int or type(token) is not dict:
+            return {"status": "Rejected",
+                    "statusInfo": _status_info("InvalidValue", "remoteStartId must be an "
+                                               "integer and idToken an object")}
+        evse_id = payload.get("evseId")
+        if evse_id is None:
+            evse_id = self._pick()
+            if evse_id is None:
+                return {"status": "Rejected",
+                        "statusInfo": _status_info("NoFreeEvse", "every EVSE is busy, "
+                                                   "faulted or unavailable")}
+        elif type(evse_id) is not int or evse_id < 1 or evse_id > len(self._e):
+            return {"status": "Rejected",
+                    "statusInfo": _status_info("UnknownEvse", "evseId %r does not exist"
+                                               % (evse_id,))}
+        e = self._e[evse_id - 1]
+        if not e.available or e.latched or e.state == "E" or e.state == "F":
+            return {"status": "Rejected",
+                    "statusInfo": _status_info("Unavailable", "EVSE %d is faulted or "
+                                               "unavailable" % evse_id)}
+        tx = e.tx
+        if tx is not None and tx.remote_id is not None:
+            return {"status": "Rejected",
+                    "statusInfo": _status_info("TxInProgress", "transaction %s on EVSE %d "
+                                               "was already started remotely"
+                                               % (tx.id, evse_id))}
+        p = None
+        obj = payload.get("chargingProfile")
+        if obj is not None and self.smart:
+            try:
+                if self.validator is not None:
+                    p = self.validator(obj, evse_id, None if tx is None else tx.id)
+                else:
+                    p = check_remote_profile(self.cfg, self.profiles, obj, evse_id,
+                                             None if tx is None else tx.id)
+            except ProfileError as err:
+                code = err.reason_code
+                if code != "InvalidSchedule":
+                    code = "InvalidProfile"
+                return {"status": "Rejected", "statusInfo": _status_info(code, str(err))}
+            except Exception as err:
+                return {"status": "Rejected",
+                        "statusInfo": _status_info("InvalidProfile", "%s: %s"
+                                                   % (type(err).__name__, err))}
+        now = self._now()
+        if tx is not None:
+            # Already running (cable first): it is now remotely authorised.
+            tx.remote_id = rid
+            if p is not None:
+                self._bind(evse_id, tx.id, p, obj)
+            self._event(evse_id, e, "Updated", "RemoteStart", now, {"remoteStartId": rid},
+                        token)
+            self._wake()
+            return {"status": "Accepted", "transactionId": tx.id}
+        deadline = None if now is None else now + self.connect_timeout_s
+        e.pending = (rid, token, p, obj, deadline)
+        if e.blocked:
+            e.blocked = False
+            self._hold(evse_id, False)
+        st = e.state
+        if ((st == "B" or st == "C" or st == "D")
+                and (self.start_point == EV_CONNECTED or e.relay)):
+            tid = self._start(evse_id, e, "RemoteStart", now)
+            if tid is not None:
+                return {"status": "Accepted", "transactionId": tid}
+        return {"status": "Accepted"}
+
+    def _pick(self):
+        """EVSE for a RequestStart without evseId: a connected EV first, then any free one."""
+        best = None
+        for i in range(len(self._e)):
+            e = self._e[i]
+            if (e.tx is not None or e.pending is not None or not e.available or e.latched
+                    or e.state == "E" or e.state == "F"):
+                continue
+            if e.state in ("B", "C", "D"):
+                return i + 1
+            if best is None:
+                best = i + 1
+        return best
+
+    def request_stop(self, payload):
+        """RequestStopTransactionRequest -> response payload (F03)."""
+        tid = payload.get("transactionId") if type(payload) is dict else None
+        evse_id = self.find(tid) if type(tid) is str else None
+        if evse_id is None:
+            return {"status": "Rejected",
+                    "statusInfo": _status_info("TxNotFound", "no running transaction %r"
+                                               % (tid,))}
+        self.stop(evse_id, "RemoteStop", "Remote")
+        return {"status": "Accepted"}
+
+    def stop(self, evse_id, trigger="StopAuthorized", reason="Local"):
+        """End the transaction on an EVSE with the EV still plugged in: the EVSE
+        pauses (hold) until the EV is unplugged. Returns the removed profile ids,
+        or None when no transaction was running."""
+        e = self._evse(evse_id)
+        if e.tx is None:
+            return None
+        e.blocked = True
+        self._hold(evse_id, True)
+        return self._end(evse_id, e, trigger, reason, self._now(), SUSPENDED_EVSE)
