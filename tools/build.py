@@ -51,22 +51,29 @@ def mpy_cross():
     return exe if os.path.exists(exe) else "mpy-cross"
 
 
+def compile_file(src, out, march=None, exe=None):
+    """Compile one device file (path relative to ROOT) to `out`; None or an error string."""
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    # -s keeps short source names in tracebacks on the board.
+    cmd = [exe or mpy_cross(), "-O1", "-s", os.path.basename(src), "-o", out]
+    if march:
+        cmd.append("-march=" + march)
+    cmd.append(os.path.join(ROOT, src))
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        return "%s: %s" % (src, (r.stderr or r.stdout).strip())
+    return None
+
+
 def compile_all(out_dir, march=None):
     """Compile everything; return (count, [error strings])."""
     errors = []
     count = 0
     for src, dest in device_files():
-        out = os.path.join(out_dir, dest)
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        # -s keeps short source names in tracebacks on the board.
-        cmd = [mpy_cross(), "-O1", "-s", os.path.basename(src), "-o", out]
-        if march:
-            cmd.append("-march=" + march)
-        cmd.append(os.path.join(ROOT, src))
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        err = compile_file(src, os.path.join(out_dir, dest), march)
         count += 1
-        if r.returncode != 0:
-            errors.append("%s: %s" % (src, (r.stderr or r.stdout).strip()))
+        if err:
+            errors.append(err)
     return count, errors
 
 
