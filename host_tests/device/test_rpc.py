@@ -176,6 +176,46 @@ async def test_handler_errors():
 
 
 @sync
+async def test_follow_up_work_starts_after_the_answer_is_sent():
+    # GetChargingProfiles: the response goes out before the first report (FR.05)
+    order = []
+
+    async def reset(payload):
+        async def after():
+            order.append("after:%d" % len(s.frames))
+            await s.rpc.call("Heartbeat", {})
+
+        return {"status": "Accepted"}, after
+
+    s = Setup({"Reset": reset, "Heartbeat": heartbeat})
+    ans = await s.ask('[2, "f1", "Reset", {"type": "Immediate"}]')
+    assert ans == [3, "f1", {"status": "Accepted"}]
+    call = await s.answer_ours(lambda c: json.dumps([3, c[1], {"currentTime": "x"}]))
+    assert call[2] == "Heartbeat"
+    # the answer frame was already out (in + out = 2 frames) when `after` started
+    assert order == ["after:2"], order
+    await s.end()
+
+
+async def _after_crashes():
+    raise RuntimeError("boom")
+
+
+@sync
+async def test_failing_follow_up_is_logged_and_the_connection_lives():
+    async def reset(payload):
+        return {"status": "Accepted"}, _after_crashes
+
+    s = Setup({"Reset": reset, "Heartbeat": heartbeat})
+    ans = await s.ask('[2, "f2", "Reset", {"type": "Immediate"}]')
+    assert ans == [3, "f2", {"status": "Accepted"}]
+    ans = await s.ask('[2, "f3", "Heartbeat", {}]')
+    assert ans[0] == 3 and ans[1] == "f3"
+    assert s.log.has("follow-up of Reset failed"), s.log.lines
+    await s.end()
+
+
+@sync
 async def test_gate_refuses_with_security_error():
     s = Setup(gate=rpc.refuse_all)
     check_error(await s.ask('[2, "g1", "Reset", {"type": "Immediate"}]'), "g1", E.SECURITY_ERROR)

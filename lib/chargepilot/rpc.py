@@ -357,6 +357,9 @@ class Rpc:
                 desc = "%s handler failed: %s" % (action, type(e).__name__)
                 await self._error(mid, errors.INTERNAL_ERROR, desc)
                 return
+            after = None
+            if type(resp) is tuple and len(resp) == 2:
+                resp, after = resp  # (payload, work to start once the answer is out)
             if type(resp) is not dict:
                 self.log.error(_TAG, "%s handler returned %s, not a dict" % (action, type(resp).__name__))
                 await self._error(mid, errors.INTERNAL_ERROR, "%s handler returned no payload" % action)
@@ -368,11 +371,19 @@ class Rpc:
                 await self._error(mid, errors.INTERNAL_ERROR, "%sResponse failed validation" % action)
                 return
             await self._send([CALLRESULT, mid, resp])
+            if after is not None:
+                asyncio.create_task(self._after(action, after))
         except Exception as e:
             self.log.exception(_TAG, "%s answer not sent" % action, e)
         finally:
             if counted:
                 self._running.discard(asyncio.current_task())
+
+    async def _after(self, action, fn):
+        try:
+            await fn()
+        except Exception as e:
+            self.log.exception(_TAG, "follow-up of %s failed" % action, e)
 
     # ------------------------------------------------------------ writing
 
