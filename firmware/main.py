@@ -34,6 +34,7 @@ _CONFIG = "/config.json"
 _RESET_DELAY_S = 10
 _WIFI_TIMEOUT_MS = 20000
 _WIFI_CHECK_MS = 5000
+_WATCHDOG_MS = 8000
 
 
 class ConfigError(ValueError):
@@ -84,8 +85,10 @@ def load_config(path=_CONFIG):
     return cfg
 
 
-def wifi_connect(wlan, cfg, timeout_ms=_WIFI_TIMEOUT_MS):
-    """Connect (blocking, bounded); True when connected."""
+async def wifi_connect(wlan, cfg, timeout_ms=_WIFI_TIMEOUT_MS):
+    """Connect, waiting without blocking the control loop; True when connected."""
+    import asyncio
+
     if wlan.isconnected():
         return True
     wlan.active(True)
@@ -99,7 +102,7 @@ def wifi_connect(wlan, cfg, timeout_ms=_WIFI_TIMEOUT_MS):
         if time.ticks_diff(time.ticks_ms(), t0) > timeout_ms:
             _log("wifi: no connection within %d ms" % timeout_ms)
             return False
-        time.sleep_ms(200)
+        await asyncio.sleep_ms(200)
     _log("wifi: connected, %s" % (wlan.ifconfig()[0],))
     return True
 
@@ -137,8 +140,8 @@ def _ssl_context(cfg):
         return agent.ssl_context(f.read())
 
 
-def build_agent(cfg, clk, board):
-    from chargepilot import VERSION, agent, variables
+def build_station(cfg, clk, board):
+    from chargepilot import VERSION, app, variables
 
     state = cfg.get("state_dir", "/state")
     _mkdir(state)
@@ -152,34 +155,37 @@ def build_agent(cfg, clk, board):
             "vendor": cfg.get("vendor", "chargepilot"), "firmware": VERSION}
     if cfg.get("serial"):
         acfg["serial"] = cfg["serial"]
-    return agent.Agent(acfg, dm, clk, board, ctx)
+    # The control loop feeds the watchdog: if it hangs, the board resets into boot.py's safe state.
+    st = app.Station(acfg, dm, clk, board, state, ctx, watchdog_ms=_WATCHDOG_MS)
+    st.load()  # stored profiles apply from the first pilot output on, online or not
+    return st
 
 
-async def _keep_wifi(wlan, cfg, board):
-    """Reconnect Wi-Fi whenever it drops; the agent's own back-off handles the socket."""
+async def _keep_wifi(wlan, cfg, clk):
+    """Bring Wi-Fi up and keep it up; the first time it is up, sync the clock.
+    The agent's own back-off handles the CSMS socket meanwhile."""
     import asyncio
 
+    synced = False
     while True:
-        await asyncio.sleep_ms(_WIFI_CHECK_MS)
-        if board is not None:
-            try:
-                board.feed_watchdog()
-            except Exception:
-                pass
         if not wlan.isconnected():
-            _log("wifi lost; reconnecting")
+            _log("wifi down; connecting")
             try:
                 wlan.disconnect()
             except Exception:
                 pass
-            wifi_connect(wlan, cfg, _WIFI_TIMEOUT_MS)
+            await wifi_connect(wlan, cfg, _WIFI_TIMEOUT_MS)
+        if wlan.isconnected() and not synced:
+            sync_time(clk, cfg.get("ntp_host"))  # one short UDP exchange
+            synced = True
+        await asyncio.sleep_ms(_WIFI_CHECK_MS)
 
 
-async def _run(agent_, wlan, cfg, board):
+async def _run(station, wlan, cfg, clk):
     import asyncio
 
-    asyncio.create_task(_keep_wifi(wlan, cfg, board))
-    await agent_.run()
+    asyncio.create_task(_keep_wifi(wlan, cfg, clk))
+    await station.run()
 
 
 def main():
@@ -188,19 +194,12 @@ def main():
     from chargepilot import clock
 
     cfg = load_config()
-    board = None
-    try:
-        board = __import__(cfg.get("board", "board")).load()
-    except Exception as e:
-        # Without a board the agent still talks OCPP; the pilot stays where boot.py put it.
-        _log("board %r not loaded: %s" % (cfg.get("board", "board"), e))
-    wlan = network.WLAN(network.STA_IF)
-    while not wifi_connect(wlan, cfg):
-        time.sleep_ms(5000)
+    # No board, no charging: boot.py's safe state stays and the board resets to retry.
+    board = __import__(cfg.get("board", "board")).load()
     clk = clock.Clock()
-    sync_time(clk, cfg.get("ntp_host"))
-    a = build_agent(cfg, clk, board)
-    asyncio.run(_run(a, wlan, cfg, board))
+    station = build_station(cfg, clk, board)
+    wlan = network.WLAN(network.STA_IF)
+    asyncio.run(_run(station, wlan, cfg, clk))
 
 
 def _safe_main():

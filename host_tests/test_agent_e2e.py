@@ -256,10 +256,10 @@ def test_make_run_demo_ctrl_c(tmp_path):
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     p = subprocess.Popen([sys.executable, os.path.join(root, "tools", "run_demo.py"),
-                          "--heartbeat", "1", "--state", str(tmp_path / "demo")],
+                          "--heartbeat", "1", "--step", "2", "--state", str(tmp_path / "demo")],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=root)
     out = []
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = p.stdout.readline().decode()
         out.append(line)
@@ -272,8 +272,18 @@ def test_make_run_demo_ctrl_c(tmp_path):
     assert p.returncode == 0, text
     for want in ("BootNotification.result", "status=Accepted", "StatusNotification",
                  "GetVariables.result", "HeartbeatInterval=7 Accepted",
-                 "WebSocketPingInterval Rejected", "demo over: agent exit code 0"):
+                 "WebSocketPingInterval Rejected", "demo over: agent exit code 0",
+                 "ReportChargingProfiles", "GetCompositeSchedule.result"):
         assert want in text, (want, text)
+    for action in ("SetChargingProfile", "ClearChargingProfile"):
+        assert any(action + ".result" in line and "status=Accepted" in line
+                   for line in text.splitlines()), (action, text)
+    # the pilot follows the profile the CSMS sent (--simulate-ev 1, --pilot-log)
+    offered = [line.split("pilot | ")[1] for line in text.splitlines() if "pilot | " in line]
+    amps = [o.split(": ")[1].split(" A")[0] for o in offered]
+    for a, b in (("16.0", "10.0"), ("10.0", "0.0"), ("0.0", "20.0"), ("20.0", "32.0")):
+        assert a in amps and b in amps[amps.index(a):], (a, b, offered)
+    assert amps[-1] == "0.0" and "relay open" in offered[-1], offered  # safe at exit
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -372,9 +382,16 @@ def test_firmware_builds_agent_and_wifi(tmp_path):
 
     cfg = {"wifi": {"ssid": "lab"}, "csms_url": "ws://127.0.0.1:9/ocpp", "station_id": "CP 9",
            "security_profile": 1, "password": "q" * 20, "state_dir": str(tmp_path / "st")}
+    import asyncio
+
+    import board
+
     wlan = network.WLAN(network.STA_IF)
-    assert fw.wifi_connect(wlan, cfg, 1000) is True
-    a = fw.build_agent(cfg, clock.Clock(), None)
+    assert asyncio.run(fw.wifi_connect(wlan, cfg, 1000)) is True
+    st = fw.build_station(cfg, clock.Clock(), board.load())
+    assert st.watchdog_ms == 8000 and len(st.profiles) == 0 and st.smart.store_ok
+    a = st.agent
+    assert "SetChargingProfile" in a.handlers and "RequestStartTransaction" in a.handlers
     assert a.url == "ws://127.0.0.1:9/ocpp/CP%209"
     assert a.dm.get("SecurityProfile") == 1
     assert a._headers()["Authorization"].startswith("Basic ")

@@ -29,7 +29,7 @@ import composite_case as cc  # noqa: E402
 
 def vector_dir():
     d = os.environ.get("CHARGEPILOT_CONFORMANCE")
-    return d or os.path.join(os.path.dirname(ROOT), "shared", "conformance", "composite")
+    return d or os.path.join(ROOT, "host_tests", "conformance", "composite")
 
 
 def load(name):

@@ -346,7 +346,9 @@ def emulated_board_transport(root, loop_file, log):
         def exec_raw_no_follow(self, command):
             if isinstance(command, str):
                 command = command.encode()
-            if b"machine.reset()" in command:  # mpremote's `reset`: the session ends
+            # mpremote's `reset` (not a chunk of a file that mentions it: fs_writefile
+            # sends those as w(b'...'))
+            if b"machine.reset()" in command and not command.startswith(b"w("):
                 log.append("hard-reset")
                 command = b"pass"
             self._pending = command

@@ -6,13 +6,14 @@ import subprocess
 import sys
 
 import jsonschema
+import ocpp.v201
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "composite")
-SCHEMA = os.path.join(ROOT, ".venv", "lib", "python3.11", "site-packages", "ocpp", "v201",
-                      "schemas", "GetCompositeScheduleResponse.json")
+SCHEMA = os.path.join(os.path.dirname(ocpp.v201.__file__), "schemas",
+                      "GetCompositeScheduleResponse.json")
 VECTORS = os.environ.get("CHARGEPILOT_CONFORMANCE") or os.path.join(
-    os.path.dirname(ROOT), "shared", "conformance", "composite")
+    ROOT, "host_tests", "conformance", "composite")
 
 
 def tool(*args):

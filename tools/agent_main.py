@@ -26,7 +26,9 @@ import asyncio
 import json
 import os
 
-from chargepilot import VERSION, agent, clock, log, variables
+import time
+
+from chargepilot import VERSION, agent, app, clock, log, variables
 
 _TAG = "main"
 
@@ -50,18 +52,22 @@ def _ssl_context(cafile):
 
 
 def _board(cfg, clk):
-    try:
-        import board
-    except ImportError:
-        log.warn(_TAG, "no simulated board module; one EVSE, always Available")
-        return None
-    try:
-        if hasattr(board, "load"):
-            return board.load(now_fn=clk.now)
-        return board.Board(now_fn=clk.now)
-    except Exception as e:
-        log.exception(_TAG, "simulated board failed to start; running without it", e)
-        return None
+    """The simulated host board: EVSEs, rating, pilot log, an EV plugged in."""
+    import board
+
+    kw = {"now_fn": clk.now, "evse_count": cfg.get("evses") or 1}
+    if cfg.get("rating"):
+        kw["rating_tenths"] = cfg["rating"]
+    if cfg.get("pilot_log"):
+        kw["log_path"] = cfg["pilot_log"]
+    b = board.load(**kw)
+    ev = cfg.get("simulate_ev")
+    if ev:
+        car = b.ev(ev)  # ValueError for an EVSE the board does not have
+        car.plug()
+        car.charge()
+        log.info(_TAG, "simulated EV plugged into EVSE %d, ready to charge" % ev)
+    return b
 
 
 def build(cfg):
@@ -92,21 +98,53 @@ def build(cfg):
     if cfg.get("serial"):
         acfg["serial"] = cfg["serial"]
     clk = clock.Clock()
-    return agent.Agent(acfg, dm, clk, _board(cfg, clk), ctx)
+    st = app.Station(acfg, dm, clk, _board(cfg, clk), state, ctx)
+    st.load()
+    return st
 
 
-async def _run(a):
+async def _external_limits(st, plan):
+    """--external-limit EVSE:AMPS:AFTER_S[:FOR_S]: an energy manager on the board."""
+    t0 = time.ticks_ms()
+    events = []
+    for evse, tenths, after, dur in plan:
+        events.append((after, evse, tenths))
+        if dur:
+            events.append((after + dur, evse, None))
+    events.sort(key=lambda e: e[0])
+    for after, evse, tenths in events:
+        left = after * 1000 - time.ticks_diff(time.ticks_ms(), t0)
+        if left > 0:
+            await asyncio.sleep_ms(left)
+        try:
+            if tenths is None:
+                st.smart.clear_external_limit(evse, "EMS")
+            else:
+                st.smart.set_external_limit(evse, tenths, "A", "EMS")
+            if st.agent.online:
+                await st.smart.flush()
+        except ValueError as e:
+            log.error(_TAG, "external limit: %s" % e)
+
+
+async def _run(st, cfg):
     if sys.implementation.name != "micropython":
         import signal
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, a.stop)
-    await a.run()
+            loop.add_signal_handler(sig, st.stop)
+    if cfg.get("external_limits"):
+        asyncio.create_task(_external_limits(st, cfg["external_limits"]))
+    await st.run()
 
 
-async def _shutdown(a):
-    sock = a._ws
+async def _shutdown(st):
+    try:
+        st.board.safe()
+    except Exception as e:
+        log.warn(_TAG, "board.safe: %s" % e)
+    sock = st.agent._ws
     if sock is not None:
         sock._reading = False  # the reader task died with the old loop
         try:
@@ -124,14 +162,14 @@ def main():
     if cfg.get("log_level") == "debug":
         log.level = log.DEBUG
     try:
-        a = build(cfg)
+        st = build(cfg)
     except KeyboardInterrupt:
         return 0
     except Exception as e:
         log.error(_TAG, "cannot start: %s" % e)
         return 2
     log.info(_TAG, "chargepilot %s on %s; state %s; CSMS %s" % (
-        VERSION, sys.implementation.name, cfg["state"], a.url))
+        VERSION, sys.implementation.name, cfg["state"], st.agent.url))
     if sys.implementation.name == "micropython":
         import gc
 
@@ -139,12 +177,12 @@ def main():
         log.info(_TAG, "heap after start-up: %d bytes used, %d free" % (
             gc.mem_alloc(), gc.mem_free()))
     try:
-        asyncio.run(_run(a))
+        asyncio.run(_run(st, cfg))
     except KeyboardInterrupt:  # MicroPython: SIGINT surfaces here
         log.info(_TAG, "interrupted; closing the connection")
         try:
             asyncio.new_event_loop()
-            asyncio.run(_shutdown(a))
+            asyncio.run(_shutdown(st))
         except BaseException as e:
             log.warn(_TAG, "shutdown: %s" % e)
     log.info(_TAG, "exit")

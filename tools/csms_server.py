@@ -464,7 +464,7 @@ def var(component, variable, instance=None):
     return {"component": {"name": component}, "variable": v}
 
 
-@scenario("demo")
+@scenario("variables")
 async def demo(csms, sid):
     """Read a few variables, change HeartbeatInterval, read it back."""
     await asyncio.sleep(1)
@@ -480,6 +480,42 @@ async def demo(csms, sid):
     back = await csms.call(sid, "GetVariables", {"getVariableData": [
         var("OCPPCommCtrlr", "HeartbeatInterval")]})
     return [got, res, back]
+
+
+def rfc3339_in(seconds):
+    t = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    return (t + datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@scenario("smart")
+async def smart(csms, sid):
+    """The demo's smart-charging part: a TxDefaultProfile on EVSE 1 that steps
+    16 A -> 10 A -> 4.5 A (paused, below 6 A) -> 20 A, then read it back and clear it."""
+    step = getattr(csms, "scenario_step", 10)
+    await asyncio.sleep(1)
+    profile = {"id": 101, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+               "chargingProfileKind": "Absolute",
+               "chargingSchedule": [{"id": 1, "chargingRateUnit": "A",
+                                     "startSchedule": rfc3339_in(0),
+                                     "chargingSchedulePeriod": [
+                                         {"startPeriod": 0, "limit": 16.0},
+                                         {"startPeriod": step, "limit": 10.0},
+                                         {"startPeriod": 2 * step, "limit": 4.5},
+                                         {"startPeriod": 3 * step, "limit": 20.0}]}]}
+    out = [await csms.call(sid, "SetChargingProfile", {"evseId": 1, "chargingProfile": profile})]
+    out.append(await csms.call(sid, "GetCompositeSchedule", {"evseId": 1, "duration": 60,
+                                                             "chargingRateUnit": "A"}))
+    out.append(await csms.call(sid, "GetChargingProfiles", {
+        "requestId": 1, "evseId": 1, "chargingProfile": {"chargingProfileId": [101]}}))
+    await asyncio.sleep(4 * step)
+    out.append(await csms.call(sid, "ClearChargingProfile", {"chargingProfileId": 101}))
+    return out
+
+
+@scenario("demo")
+async def demo_all(csms, sid):
+    """Variables first, then the smart-charging scenario."""
+    return [await demo(csms, sid), await smart(csms, sid)]
 
 
 @scenario("none")

@@ -13,6 +13,7 @@ heartbeats, each CSMS CALL and its answer) with the agent's own log lines
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -31,6 +32,8 @@ def parse(argv):
     ap.add_argument("--scenario", default="demo", choices=sorted(csms_server.SCENARIOS))
     ap.add_argument("--state", default=os.path.join(ROOT, "state", "demo"))
     ap.add_argument("--id", default="DEMO-1")
+    ap.add_argument("--step", type=int, default=10,
+                    help="seconds between the demo profile's steps")
     args = ap.parse_args(argv)
     if args.heartbeat < 1:
         ap.error("--heartbeat must be >= 1")
@@ -46,21 +49,52 @@ async def _pump(stream, out):
         out.flush()
 
 
+def pilot_line(text):
+    """One --pilot-log record as a timeline line."""
+    try:
+        r = json.loads(text)
+    except ValueError:
+        return "           pilot | (unreadable) " + text.strip()
+    return "%s pilot | EVSE %s: %s A offered, duty %s %%, state %s, relay %s" % (
+        (r.get("t") or "?")[11:19], r.get("evse"), r.get("amps"), r.get("duty"),
+        r.get("state"), "closed" if r.get("relay") else "open")
+
+
+async def _tail_pilot(path, out):
+    """Show the simulated board's output changes in the timeline as they happen."""
+    pos = 0
+    while True:
+        with open(path) as f:
+            f.seek(pos)
+            chunk = f.read()
+        done = chunk.rfind("\n") + 1
+        for line in chunk[:done].splitlines():
+            out.write(pilot_line(line) + "\n")
+        out.flush()
+        pos += len(chunk[:done].encode())
+        await asyncio.sleep(0.2)
+
+
 async def demo(args, out=sys.stdout):
     csms = csms_server.Csms([("Accepted", args.heartbeat)], out=out,
                             scenario_name=args.scenario)
+    csms.scenario_step = args.step
     await csms.start("127.0.0.1", 0)
     url = "ws://127.0.0.1:%d/ocpp" % csms.port
     os.makedirs(args.state, exist_ok=True)
+    pilot_log = os.path.join(args.state, "pilot.log")
+    open(pilot_log, "w").close()
     cmd = [sys.executable, os.path.join(ROOT, "tools", "agent"), "--csms", url, "--id", args.id,
            "--state", args.state, "--runtime", args.runtime,
-           "--set", "RetryBackOffWaitMinimum=1", "--set", "RetryBackOffRandomRange=1"]
+           "--set", "RetryBackOffWaitMinimum=1", "--set", "RetryBackOffRandomRange=1",
+           "--simulate-ev", "1", "--pilot-log", pilot_log]
     # Own session: Ctrl-C reaches only us; we pass exactly one SIGINT on.
     proc = await asyncio.create_subprocess_exec(*cmd, stderr=asyncio.subprocess.PIPE,
                                                 stdout=asyncio.subprocess.PIPE,
                                                 start_new_session=True, cwd=ROOT)
     pumps = [asyncio.ensure_future(_pump(proc.stderr, out)),
              asyncio.ensure_future(_pump(proc.stdout, out))]
+    tail = asyncio.ensure_future(_tail_pilot(pilot_log, out))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -84,6 +118,8 @@ async def demo(args, out=sys.stdout):
             rc = await waiter
     stopper.cancel()
     await asyncio.gather(*pumps, return_exceptions=True)
+    await asyncio.sleep(0.3)
+    tail.cancel()
     await csms.stop()
     out.write("-- demo over: agent exit code %s --\n" % rc)
     out.flush()

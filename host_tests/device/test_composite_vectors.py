@@ -1,8 +1,8 @@
-"""The libocpp/EVerest composite vectors (shared/conformance/composite) on this runtime.
+"""The libocpp/EVerest composite vectors (host_tests/conformance/composite) on this runtime.
 
 The same case runner as tools/composite (tools/composite_case.py), so the
 MicroPython run needs one process for all 46 cases. Vectors are found at
-<repo>/../shared/conformance/composite, or in $CHARGEPILOT_CONFORMANCE.
+host_tests/conformance/composite (a copy of the shared set), or in $CHARGEPILOT_CONFORMANCE.
 """
 
 import gc
@@ -18,7 +18,7 @@ def _here():
 
 def vector_dir():
     d = os.getenv("CHARGEPILOT_CONFORMANCE")
-    return d if d else _here() + "/../../../shared/conformance/composite"
+    return d if d else _here() + "/../conformance/composite"
 
 
 def _case_runner():

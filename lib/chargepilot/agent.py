@@ -109,6 +109,10 @@ class Agent:
         self._last_tx = time.ticks_ms()
         self.connections = 0  # successful connections (tests, logs)
         self.on_frame = None  # optional hook (direction, text) for a timeline
+        # optional: fn(evse, connector) -> status or None (then the board decides)
+        self.status_source = None
+        # optional: coroutine function run (as a task) after each Accepted (re)connection
+        self.on_online = None
 
     # ------------------------------------------------------------ helpers
 
@@ -127,6 +131,15 @@ class Agent:
         return [(e, 1) for e in range(1, n + 1)]
 
     def connector_status(self, evse_id, connector_id):
+        src = self.status_source
+        if src is not None:
+            try:
+                st = src(evse_id, connector_id)
+            except Exception as e:
+                log.exception(_TAG, "status source of EVSE %d" % evse_id, e)
+                st = "Faulted"
+            if st in _STATUS:
+                return st
         b = self.board
         if b is None:
             return "Available"
@@ -315,6 +328,8 @@ class Agent:
             await self._statuses(r, everything)
             await self._heartbeat(r)
         self._offline_since = None
+        if self.on_online is not None:
+            asyncio.create_task(self._run_hook(self.on_online))
         await self._online(r)
 
     async def _boot_cycle(self, r, boot):
@@ -382,6 +397,12 @@ class Agent:
             self.clock.set_rfc3339(text)
         except ValueError as e:
             log.warn(_TAG, "currentTime %r not used: %s" % (text, e))
+
+    async def _run_hook(self, fn):
+        try:
+            await fn()
+        except Exception as e:
+            log.exception(_TAG, "on_online hook", e)
 
     async def _online(self, r):
         """Accepted and connected: heartbeats and connector changes until the connection ends."""

@@ -74,14 +74,19 @@ TABLE = (
      "MemberList", _RO, "A,W", "A,W", 0, 0),
     ("LimitChangeSignificance", "SmartChargingCtrlr", "LimitChangeSignificance", None,
      "decimal", _RW, 10, 0, 1000, _PERSIST),
+    # True by default: an external limit (grid operator, energy manager) only ever
+    # lowers the current, so obeying it is the safe side (K11).
     ("ExternalControlSignalsEnabled", "SmartChargingCtrlr", "ExternalControlSignalsEnabled",
-     None, "boolean", _RW, False, 0, 0, _PERSIST),
+     None, "boolean", _RW, True, 0, 0, _PERSIST),
     ("NotifyChargingLimitWithSchedules", "SmartChargingCtrlr",
      "NotifyChargingLimitWithSchedules", None, "boolean", _RW, False, 0, 0, _PERSIST),
     ("Phases3to1", "SmartChargingCtrlr", "Phases3to1", None,
      "boolean", _RO, False, 0, 0, 0),
     ("ACPhaseSwitchingSupported", "SmartChargingCtrlr", "ACPhaseSwitchingSupported", None,
      "boolean", _RO, False, 0, 0, 0),
+    # TxCtrlr: what starts a transaction (read at boot)
+    ("TxStartPoint", "TxCtrlr", "TxStartPoint", None,
+     "MemberList", _RW, "EVConnected", "EVConnected,PowerPathClosed", 0, _PERSIST | _REBOOT),
     # SecurityCtrlr (spec digest §2, §10.6)
     ("SecurityProfile", "SecurityCtrlr", "SecurityProfile", None,
      "integer", _RO, 1, 0, 3, 0),

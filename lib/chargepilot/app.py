@@ -1,0 +1,228 @@
+"""One charging station assembled: connection, smart charging, control loop, transactions.
+
+The same wiring runs on the board (firmware/main.py) and on the host
+(tools/agent_main.py); only the board object and the paths differ.
+
+    agent (OCPP-J session) --handlers--> smart (K01, K08-K13) --changed()--> control
+    control --on_output--> transactions --send--> agent
+    store (flash) <-- smart, transactions (TxProfiles of ended transactions)
+
+Boot order matters for safety: the store is read and every valid profile
+installed *before* the control loop starts, so the first limit the pilot
+offers already respects the stored schedule (and a store that cannot be read
+pauses every EVSE instead of charging unlimited).
+"""
+
+import asyncio
+
+from micropython import const
+
+from chargepilot import agent, control, log, profiles, smart, station, store, transactions
+
+_TAG = "app"
+# Station CALLs waiting while offline (StatusNotification / TransactionEvent /
+# NotifyEvent without an outbox). Bounded; the oldest is dropped and counted.
+_MAX_WAITING = const(32)
+
+
+def _int_or(v, default):
+    return v if type(v) is int and type(v) is not bool else default
+
+
+def smart_config(dm, board, supply_voltage=230, phases=3):
+    """SmartConfig from the device model and the board (EVSE count, ratings)."""
+    n = board.evse_count
+    rating = 0
+    for e in range(1, n + 1):
+        r = _int_or(board.rating_tenths(e), 0)
+        if r > rating:
+            rating = r
+    # Where no profile applies the station offers its own local limit: the EVSE
+    # rating (never "unlimited"; the board caps each EVSE at its own rating).
+    cfg = station.SmartConfig(evse_count=n, supply_voltage=supply_voltage,
+                              default_amps=rating,
+                              default_watts=rating * supply_voltage * phases,
+                              default_phases=phases, max_entries=dm.max_entries)
+    dm.apply_smart_config(cfg)
+    cfg.validate()
+    return cfg
+
+
+class Station:
+    """`acfg`: agent.Agent settings (url, model, vendor, firmware, serial);
+    `dm` a variables.DeviceModel; `clock` a clock.Clock; `board` a board object
+    (docs/ARCHITECTURE.md "Board interface"); `state_dir` the flash directory."""
+
+    def __init__(self, acfg, dm, clock, board, state_dir, ssl_context=None,
+                 supply_voltage=230, check_fs=True, watchdog_ms=None):
+        self.dm = dm
+        self.watchdog_ms = watchdog_ms
+        self.clock = clock
+        self.board = board
+        self.agent = agent.Agent(acfg, dm, clock, board, ssl_context)
+        self.cfg = smart_config(dm, board, supply_voltage)
+        self.profiles = profiles.ProfileSet(self.cfg.max_entries)
+        self.store = store.ProfileStore(state_dir + "/profiles", self.cfg.max_entries,
+                                        check_fs=check_fs)
+        self.smart = smart.SmartCharging(self.cfg, self.profiles, self.store, clock, dm,
+                                         call=self.agent.call, online=self._online)
+        self.ctl = control.Controller(board, self.cfg, self.profiles, clock,
+                                      on_fault=self._fault)
+        point = dm.get("TxStartPoint")
+        point = transactions.EV_CONNECTED if "EVConnected" in point.split(",") \
+            else transactions.POWER_PATH_CLOSED
+        self.txs = transactions.Transactions(
+            self.cfg, self.profiles, clock, send=self.send, start_point=point,
+            changed=self.ctl.changed, hold=self.ctl.hold, online=self._online,
+            install=self._install_remote, on_ended=self._ended, send_status=False)
+        self.ctl.on_output = self.txs.update
+        self.smart.changed = self.ctl.changed
+        self._waiting = []
+        self.dropped = 0  # station CALLs lost to the offline bound (logged each time)
+        self._problems = []
+        self._event_seq = 0
+        self._event_id = 0
+        a = self.agent
+        a.status_source = self._connector_status
+        a.on_online = self._on_online
+        h = a.handlers
+        for k, fn in self.smart.handlers().items():
+            h[k] = fn
+        h["RequestStartTransaction"] = self._on_request_start
+        h["RequestStopTransaction"] = self._on_request_stop
+        dm.set_reader("Entries", self._entries)
+        prev = dm.on_change
+
+        def on_change(key, value):
+            if prev is not None:
+                prev(key, value)
+            self._var_changed(key)
+
+        dm.on_change = on_change
+
+    # ------------------------------------------------------------ boot
+
+    def load(self):
+        """Read the store and install every valid profile; problems are reported
+        to the CSMS once, as NotifyEvent, when the station is first online."""
+        problems = self.smart.load()
+        self.ctl.set_store_ok(self.smart.store_ok)
+        for name, reason in problems:
+            log.warn(_TAG, "stored profile %s not used: %s" % (name, reason))
+        self._problems = list(problems)
+        log.info(_TAG, "%d profiles installed from flash" % len(self.profiles))
+        return problems
+
+    async def run(self):
+        """Control loop + connection; returns when the agent stops."""
+        if self.watchdog_ms:
+            self.board.start_watchdog(self.watchdog_ms)  # the control loop feeds it
+        ctl = asyncio.create_task(self.ctl.run())
+        poller = asyncio.create_task(self._poll())
+        try:
+            await self.agent.run()
+        finally:
+            self.ctl.stop()
+            poller.cancel()
+            try:
+                await asyncio.wait_for_ms(ctl, 1000)
+            except BaseException:
+                pass
+            try:
+                self.board.safe()
+            except Exception as e:
+                log.exception(_TAG, "board.safe at exit", e)
+
+    def stop(self):
+        self.agent.stop()
+
+    async def _poll(self):
+        # Remote-start expiry only: a minute's resolution is all it needs.
+        while True:
+            await asyncio.sleep_ms(1000)
+            try:
+                self.txs.poll()
+            except Exception as e:
+                log.exception(_TAG, "transactions poll", e)
+
+    # ------------------------------------------------------------ wiring
+
+    def _online(self):
+        return self.agent.online
+
+    def _entries(self):
+        return len(self.profiles)
+
+    def _connector_status(self, evse_id, connector_id):
+        # None before the control loop's first look at the pilot: the agent asks the board
+        return self.txs.connector_status(evse_id)
+
+    def _install_remote(self, evse_id, p, obj):
+        return self.smart.install(p, {"evseId": evse_id, "source": "CSO",
+                                      "chargingProfile": obj})
+
+    def _ended(self, evse_id, transaction_id, removed_ids):
+        for pid in removed_ids:
+            self.smart._forget(pid)
+
+    def _var_changed(self, key):
+        if key in ("SmartChargingEnabled", "LimitChangeSignificance",
+                   "ExternalControlSignalsEnabled", "NotifyChargingLimitWithSchedules"):
+            self.dm.apply_smart_config(self.cfg)
+            self.ctl.changed()
+
+    async def _on_request_start(self, payload):
+        return self.txs.request_start(payload)
+
+    async def _on_request_stop(self, payload):
+        return self.txs.request_stop(payload)
+
+    def _fault(self, evse_id, text):
+        comp = {"name": "EVSE", "evse": {"id": evse_id}}
+        self._notify_event(comp, "Problem", "true" if text else "false", text)
+
+    # ------------------------------------------------------------ station CALLs
+
+    def send(self, action, payload):
+        """Queue a station CALL; sent at once when online, else after reconnect."""
+        if len(self._waiting) >= _MAX_WAITING:
+            old = self._waiting.pop(0)
+            self.dropped += 1
+            log.error(_TAG, "offline queue full (%d): %s dropped" % (_MAX_WAITING, old[0]))
+        self._waiting.append((action, payload))
+        if self.agent.online:
+            asyncio.create_task(self._drain())
+
+    async def _drain(self):
+        while self._waiting and self.agent.online:
+            action, payload = self._waiting[0]
+            try:
+                await self.agent.call(action, payload)
+            except Exception as e:
+                if not self.agent.online:
+                    return  # kept at the head for the next connection
+                log.warn(_TAG, "%s refused by the CSMS: %s" % (action, e))
+            if self._waiting and self._waiting[0][1] is payload:
+                self._waiting.pop(0)
+
+    def _notify_event(self, component, variable, value, tech=None):
+        self._event_id += 1
+        now = self.clock.now_rfc3339() or "2020-01-01T00:00:00Z"
+        ev = {"eventId": self._event_id, "timestamp": now, "trigger": "Alerting",
+              "actualValue": value[:2500], "component": component,
+              "variable": {"name": variable},
+              "eventNotificationType": "HardWiredNotification"}
+        if tech:
+            ev["techInfo"] = tech[:500]
+        self.send("NotifyEvent", {"generatedAt": now, "seqNo": self._event_seq,
+                                  "eventData": [ev]})
+        self._event_seq += 1
+
+    async def _on_online(self):
+        """After every (re)connection: report boot problems once, send what waited."""
+        problems, self._problems = self._problems, []
+        for name, reason in problems:
+            self._notify_event({"name": "SmartChargingCtrlr"}, "Problem", "true",
+                               "stored profile %s set aside: %s" % (name, reason))
+        await self._drain()
+        await self.smart.flush()
