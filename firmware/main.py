@@ -10,9 +10,11 @@ the program: it logs it, waits, and resets the board.
       "wifi": {"ssid": "site-wlan", "password": "..."},      required
       "csms_url": "wss://csms.example.com/ocpp",               required, ws:// or wss://
       "station_id": "CP-0001",                                 required, <= 48 chars, no ':'
-      "security_profile": 2,                                   1 (ws + Basic), 2 (wss + Basic); 0 = lab only
+      "security_profile": 2,                                   1 (ws + Basic), 2 (wss + Basic),
+                                                               3 (wss + client certificate); 0 = lab only
       "password": "at least 16 characters",                   Basic auth (profiles 1, 2)
       "ca_file": "/csms_ca.pem",                               CA for wss:// (required with wss)
+      "cert_file": "/station.pem", "key_file": "/station.key", profile 3: certificate + unencrypted key
       "board": "board",                                        board module (boards/<name>/board.py)
       "evse": {"count": 1, "rating_amps": 32},                 informational; the board config rules
       "model": "chargepilot-esp32", "vendor": "chargepilot", "serial": "SN-1",
@@ -68,17 +70,20 @@ def load_config(path=_CONFIG):
     if type(sid) is not str or not 0 < len(sid) <= 48 or ":" in sid:
         raise ConfigError("config: station_id must be 1-48 characters without ':'")
     prof = cfg.get("security_profile", 2 if url.startswith("wss://") else 1)
-    if type(prof) is not int or prof not in (0, 1, 2):
-        raise ConfigError("config: security_profile must be 0, 1 or 2 (3 is not supported)")
-    if prof == 2 and not url.startswith("wss://"):
-        raise ConfigError("config: security_profile 2 needs a wss:// csms_url")
+    if type(prof) is bool or type(prof) is not int or prof not in (0, 1, 2, 3):
+        raise ConfigError("config: security_profile must be 0, 1, 2 or 3")
+    if prof >= 2 and not url.startswith("wss://"):
+        raise ConfigError("config: security_profile %d needs a wss:// csms_url" % prof)
+    if prof == 3 and (type(cfg.get("cert_file")) is not str or type(cfg.get("key_file")) is not str):
+        raise ConfigError("config: security_profile 3 needs cert_file and key_file")
     if url.startswith("wss://") and type(cfg.get("ca_file")) is not str:
         raise ConfigError("config: wss:// needs ca_file (the CSMS is always verified)")
     pw = cfg.get("password")
     if prof in (1, 2) and (type(pw) is not str or len(pw) < 16):
         raise ConfigError("config: security profile %d needs a password of >= 16 characters"
                           % prof)
-    for key in ("board", "model", "vendor", "serial", "ntp_host", "state_dir"):
+    for key in ("board", "model", "vendor", "serial", "ntp_host", "state_dir", "cert_file",
+                "key_file"):
         if key in cfg and type(cfg[key]) is not str:
             raise ConfigError("config: %s must be a string" % key)
     cfg["security_profile"] = prof
@@ -133,11 +138,18 @@ def _mkdir(path):
         pass
 
 
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def _ssl_context(cfg):
     from chargepilot import agent
 
-    with open(cfg["ca_file"], "rb") as f:
-        return agent.ssl_context(f.read())
+    if cfg["security_profile"] == 3:
+        return agent.ssl_context(_read(cfg["ca_file"]), _read(cfg["cert_file"]),
+                                 _read(cfg["key_file"]))
+    return agent.ssl_context(_read(cfg["ca_file"]))
 
 
 def build_station(cfg, clk, board):

@@ -357,7 +357,10 @@ def test_firmware_config_checks(tmp_path):
         (dict(good, wifi={}), "wifi.ssid"),
         (dict(good, csms_url="http://x"), "ws:// or wss://"),
         (dict(good, station_id="a:b"), "station_id"),
-        (dict(good, security_profile=3), "security_profile"),
+        (dict(good, security_profile=5), "security_profile"),
+        (dict(good, security_profile=True), "security_profile"),
+        (dict(good, csms_url="wss://h/ocpp", ca_file="/ca.pem", security_profile=3), "cert_file"),
+        (dict(good, security_profile=3), "wss://"),
         (dict(good, security_profile=2), "wss://"),
         (dict(good, csms_url="wss://h/ocpp", security_profile=2), "ca_file"),
         (dict(good, password="short"), "16 characters"),
@@ -372,6 +375,9 @@ def test_firmware_config_checks(tmp_path):
     # profile defaults from the URL scheme
     cfg = load(dict(good, csms_url="wss://h/ocpp", ca_file="/ca.pem", security_profile=2))
     assert cfg["security_profile"] == 2
+    cfg = load(dict(good, csms_url="wss://h/ocpp", ca_file="/ca.pem", cert_file="/s.pem",
+                    key_file="/s.key", security_profile=3))
+    assert cfg["security_profile"] == 3
 
 
 def test_firmware_builds_agent_and_wifi(tmp_path):

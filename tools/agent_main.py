@@ -2,7 +2,8 @@
 
 `tools/agent` (the launcher) parses the command line and passes the result as
 JSON in the environment variable CHARGEPILOT_AGENT (not argv: the password
-would show in `ps`). Keys: url, id, state, password, cafile, set (variable key
+would show in `ps`). Keys: url, id, state, password, cafile, security_profile,
+cert, key (paths: the key itself never goes through the environment), set (variable key
 -> text, used as defaults: values persisted in the state dir win), log_level,
 model, vendor, serial, firmware.
 
@@ -46,9 +47,39 @@ def _mkdirs(path):
             pass
 
 
-def _ssl_context(cafile):
-    with open(cafile, "rb") as f:
-        return agent.ssl_context(f.read())
+def _ssl_context(cfg):
+    """The TLS context for wss:// (None for ws://): CA, plus cert/key for profile 3.
+    The key stays in memory only as long as loading it takes."""
+    if not cfg.get("cafile"):
+        return None
+
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+
+    cert = read(cfg["cert"]) if cfg.get("cert") else None
+    key = read(cfg["key"]) if cfg.get("key") else None
+    return agent.ssl_context(read(cfg["cafile"]), cert, key)
+
+
+def _no_downgrade(dm, cfg):
+    """Keep the security profile in the state dir and never go below the one the
+    station already uses (during a trial: the one before it). A lower configured
+    profile is ignored when the configuration can still run the kept one, else
+    the station does not start."""
+    configured = dm.configured("SecurityProfile")
+    if dm.stored("SecurityProfile") is None or configured > dm.get("SecurityProfile"):
+        dm.set_local("SecurityProfile", configured)  # first start, or the installer raised it
+        return
+    have = dm.stored("SecurityProfile", proven=True)
+    if have is None or configured >= have:
+        return
+    secure = cfg["url"].startswith("wss:") and cfg.get("cafile")
+    if have >= 2 and not secure or have == 3 and not cfg.get("cert"):
+        raise ValueError("security profile %d configured, but this station already uses profile %d "
+                         "(%s/settings.json) and a downgrade is refused" % (configured, have, cfg["state"]))
+    log.warn(_TAG, "security profile %d configured; staying at profile %d (no downgrade)"
+             % (configured, dm.get("SecurityProfile")))
 
 
 def _board(cfg, clk):
@@ -77,7 +108,10 @@ def build(cfg):
     if cfg.get("password"):
         fixed["BasicAuthPassword"] = cfg["password"]
     url = cfg["url"]
-    fixed["SecurityProfile"] = 2 if url.startswith("wss:") else (1 if cfg.get("password") else 0)
+    prof = cfg.get("security_profile")
+    if prof is None:  # the launcher always sends it; direct users get the same inference
+        prof = 3 if cfg.get("cert") else 2 if url.startswith("wss:") else 1 if cfg.get("password") else 0
+    fixed["SecurityProfile"] = prof
     sets = cfg.get("set") or {}
     for key in sets:
         row = None
@@ -91,7 +125,8 @@ def build(cfg):
         except variables.ValueRejected as e:
             raise ValueError("--set %s: %s" % (key, e.info))
     dm = variables.DeviceModel(state, fixed=fixed)
-    ctx = _ssl_context(cfg["cafile"]) if cfg.get("cafile") else None
+    _no_downgrade(dm, cfg)
+    ctx = _ssl_context(cfg)
     acfg = {"url": url, "id": cfg["id"], "model": cfg.get("model", "chargepilot-host"),
             "vendor": cfg.get("vendor", "chargepilot"),
             "firmware": cfg.get("firmware", VERSION)}

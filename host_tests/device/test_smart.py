@@ -341,3 +341,37 @@ def test_report_payloads_are_json_serialisable():
     run(after())
     text = json.dumps(sc.sent[0][1])
     assert "13.7" in text
+
+
+def test_external_limit_notifications_go_through_the_durable_queue():
+    from chargepilot import outbox
+
+    sc = make()
+    queued = []
+    sc.queue = lambda action, payload, key: queued.append((action, payload, key))
+    sc.set_external_limit(1, 80, source="EMS")
+    sc.set_external_limit(0, 300, source="SO")
+    assert sc.clear_external_limit(1, "EMS") is True
+    assert not sc.pending  # nothing waits in RAM any more
+    assert [(a, k) for a, _p, k in queued] == [("NotifyChargingLimit", "limit:1:EMS"),
+                                             ("NotifyChargingLimit", "limit:0:SO"),
+                                             ("ClearedChargingLimit", "limit:1:EMS")]
+    assert queued[2][1] == {"chargingLimitSource": "EMS", "evseId": 1}
+    # with a real outbox: the latest per (evse, source) replaces a queued one, in flash
+    ob = outbox.Outbox(sc.root + "-outbox", 8, check_fs=False)
+    ob.load()
+    sc = make()
+    sc.queue = ob.put
+    sc.set_external_limit(1, 80, source="EMS")
+    sc.set_external_limit(0, 300, source="SO")
+    sc.clear_external_limit(1, "EMS")
+    ob2 = outbox.Outbox(ob.root, 8, check_fs=False)
+    assert ob2.load() == []  # a reboot
+    got = [(a, p) for _n, a, p in ob2.items()]
+    assert got == [("NotifyChargingLimit", {"chargingLimit": {"chargingLimitSource": "SO"}}),
+                   ("ClearedChargingLimit", {"chargingLimitSource": "EMS", "evseId": 1})]
+    # a refused put is logged, never raised into the caller
+    ob2.max_count = 2
+    sc.queue = ob2.put
+    sc.set_external_limit(2, 100, source="Other")
+    assert ob2.dropped == 1 and len(ob2) == 2

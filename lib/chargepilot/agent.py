@@ -49,30 +49,200 @@ def basic_auth(identity, password):
     return "Basic " + binascii.b2a_base64(raw).decode().strip()
 
 
-def ssl_context(ca_data):
-    """A verifying TLS client context from a CA certificate (PEM or DER bytes).
+def _verifies(ctx):
+    """The context checks the CSMS chain (and host name: CPython's check_hostname;
+    MicroPython's mbedTLS checks the server_hostname ws.py passes)."""
+    import ssl
 
-    MicroPython's mbedtls build here takes DER only, so a PEM file is decoded
-    (its first certificate). CPython gets the PEM/DER through cadata.
+    if getattr(ctx, "verify_mode", None) != ssl.CERT_REQUIRED:
+        return False
+    return getattr(ctx, "check_hostname", True) is not False
+
+
+def explain(e, ctx=None):
+    """A failed connection attempt (`ctx`: the TLS context, None for ws://) as one
+    line with its likely cause. Holds no secret: ws.py never puts header values
+    in its errors."""
+    text = " ".join(str(e).split())  # mbedTLS messages come with newlines
+    low = text.lower()
+    status = getattr(e, "status", None)
+    if status in (401, 403):
+        return text + " -- the CSMS refused the station's credentials (identity, BasicAuthPassword)"
+    if ctx is None or "tcp connect" in low:
+        return text
+    cert = getattr(ctx, "has_client_cert", False)
+    if "certificate required" in low or "handshake failure" in low and not cert:
+        return text + " -- the CSMS wants a client certificate (security profile 3)"
+    if ("certificate verify failed" in low or "the certificate" in low
+            or "ca_chain_required" in low or "x509" in low):
+        return text + " -- CSMS certificate not accepted (security event InvalidCsmsCertificate)"
+    if "unknown ca" in low or "bad certificate" in low or "certificate unknown" in low:
+        return text + " -- the CSMS did not accept the station certificate"
+    if ("tls connect failed" in low or "during the handshake" in low or "closed while" in low
+            or "handshake answer failed" in low):
+        # The CSMS hung up in the TLS handshake (mbedTLS: EPIPE/ECONNRESET) or right
+        # after it (TLS 1.3 sends its certificate alerts then: CPython reads EOF or
+        # a reset while waiting for the HTTP answer).
+        if cert:
+            return text + " -- the CSMS ended the TLS session: it may not trust the station certificate"
+        return text + " -- the CSMS ended the TLS session: it may want a client certificate (profile 3)"
+    return text
+
+
+def _pem_blocks(data, what):
+    """PEM text -> [(label, DER bytes)]; bytes that are not PEM -> [(None, data)] (DER)."""
+    import binascii
+
+    if data.find(b"-----BEGIN ") < 0:
+        if not data:
+            raise ValueError("%s: empty" % what)
+        return [(None, bytes(data))]
+    out = []
+    pos = 0
+    while True:
+        start = data.find(b"-----BEGIN ", pos)
+        if start < 0:
+            break
+        eol = data.find(b"-----", start + 11)
+        label = bytes(data[start + 11 : eol]).decode() if eol > 0 else ""
+        end = data.find(b"-----END ", start)
+        if eol < 0 or end < 0:
+            raise ValueError("%s: PEM block without an END line" % what)
+        body = data[data.find(b"\n", start) + 1 : end]
+        if b"Proc-Type: 4,ENCRYPTED" in body:
+            label = "ENCRYPTED " + label
+        else:
+            try:
+                body = binascii.a2b_base64(bytes(body).replace(b"\r", b"").replace(b"\n", b""))
+            except Exception:
+                raise ValueError("%s: PEM block %r is not base64" % (what, label))
+        out.append((label, body))
+        pos = end + 9
+    return out
+
+
+def _der_to_pem(der, label):
+    import binascii
+
+    b64 = binascii.b2a_base64(der).replace(b"\n", b"")
+    lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
+    return b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label.encode(), b"\n".join(lines),
+                                                           label.encode())
+
+
+def ssl_context(ca_data, cert=None, key=None):
+    """A TLS client context that verifies the CSMS (chain and host name).
+
+    `ca_data`: CA certificate(s), PEM (a bundle is fine) or DER bytes. `cert` and
+    `key` (security profile 3, mutual TLS): the station's certificate and its
+    unencrypted private key (PKCS#8, SEC1 or PKCS#1), PEM or DER bytes. The
+    context gets `has_client_cert` (the agent's profile 3 check reads it).
+
+    MicroPython (mbedTLS, TLS 1.2 or newer only) takes DER, one certificate per
+    load_verify_locations call, and only the first certificate of `cert` (the
+    CSMS must trust its issuer directly; no intermediates sent). CPython needs
+    files for load_cert_chain: they live in a private temporary directory for
+    the call only. Raises ValueError with the file's role in the message.
     """
     import ssl
     import sys
 
-    if ca_data[:10] == b"-----BEGIN":
-        import binascii
-
-        end = ca_data.find(b"-----END")
-        if end < 0:
-            raise ValueError("CA file: PEM without an END line")
-        body = ca_data[ca_data.find(b"\n") + 1 : end]
-        ca_data = binascii.a2b_base64(body.replace(b"\r", b"").replace(b"\n", b""))
+    if (cert is None) != (key is None):
+        raise ValueError("a client certificate needs its key, and a key its certificate")
+    cas = [b for b in _pem_blocks(ca_data, "CA file") if b[0] in (None, "CERTIFICATE")]
+    if not cas:
+        raise ValueError("CA file: no CERTIFICATE block")
+    if cert is not None:
+        certs = [b for b in _pem_blocks(cert, "client certificate") if b[0] in (None, "CERTIFICATE")]
+        if not certs:
+            raise ValueError("client certificate: no CERTIFICATE block")
+        keys = [b for b in _pem_blocks(key, "client key") if b[0] is None or b[0].endswith("PRIVATE KEY")]
+        if not keys:
+            raise ValueError("client key: no PRIVATE KEY block")
+        if keys[0][0] is not None and keys[0][0].startswith("ENCRYPTED"):
+            raise ValueError("client key is encrypted; the station has no passphrase: store it unencrypted")
     if sys.implementation.name == "micropython":
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cadata=ca_data)
+        ctx.verify_mode = ssl.CERT_REQUIRED  # host name: ws.py passes server_hostname
+        for _label, der in cas:
+            try:
+                ctx.load_verify_locations(cadata=der)
+            except (ValueError, OSError) as e:
+                raise ValueError("CA file: certificate not usable (%s)" % e)
+        if cert is not None:
+            try:
+                ctx.load_cert_chain(certs[0][1], keys[0][1])
+            except (ValueError, OSError) as e:
+                raise ValueError("client certificate/key not usable (%s)" % e)
+        ctx.has_client_cert = cert is not None
         return ctx
-    ctx = ssl.create_default_context(cadata=ca_data)
+    if cas[0][0] is None:
+        cadata = cas[0][1]
+    else:
+        cadata = "".join(_der_to_pem(der, "CERTIFICATE").decode() for _label, der in cas)
+    try:
+        ctx = ssl.create_default_context(cadata=cadata)  # CERT_REQUIRED + check_hostname
+    except (ssl.SSLError, ValueError) as e:
+        raise ValueError("CA file: certificate not usable (%s)" % e)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert is not None:
+        _load_client_cert(ctx, certs, keys[0])
+    ctx.has_client_cert = cert is not None
     return ctx
+
+
+def _load_client_cert(ctx, certs, key):
+    """CPython: load_cert_chain wants file names. On Linux they are anonymous memory
+    files (memfd): the key never reaches a disk. Elsewhere: 0600 files in a 0700
+    directory of our own, removed at once."""
+    import os
+    import ssl
+
+    made = []  # (path, fd or None)
+
+    def private_file(name, data):
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("chargepilot-" + name)
+            os.write(fd, data)
+            made.append((None, fd))
+            return "/proc/self/fd/%d" % fd
+        if not made or made[0][0] is None:
+            d = os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                             "chargepilot-%s" % os.urandom(8).hex())
+            os.mkdir(d, 0o700)
+            made.insert(0, (d, None))
+        path = os.path.join(made[0][0], name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, data)
+        os.close(fd)
+        made.append((path, None))
+        return path
+
+    try:
+        cpath = private_file("cert.pem", b"".join(_der_to_pem(der, "CERTIFICATE")
+                                                  for _label, der in certs))
+        # A DER key does not say which kind it is: try the three unencrypted ones.
+        labels = (key[0],) if key[0] else ("PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY")
+        err = None
+        for n, label in enumerate(labels):
+            kpath = private_file("key%d.pem" % n, _der_to_pem(key[1], label))
+            try:
+                ctx.load_cert_chain(cpath, kpath, password=lambda: b"")
+                return
+            except (ssl.SSLError, ValueError) as e:
+                err = e
+        raise ValueError("client certificate/key not usable (%s)" % err)
+    finally:
+        for path, fd in reversed(made):
+            try:
+                if fd is not None:
+                    os.close(fd)
+                elif os.path.isdir(path):
+                    os.rmdir(path)
+                else:
+                    os.remove(path)
+            except OSError:
+                pass
 
 
 class Agent:
@@ -109,6 +279,9 @@ class Agent:
         self._last_tx = time.ticks_ms()
         self.connections = 0  # successful connections (tests, logs)
         self.on_frame = None  # optional hook (direction, text) for a timeline
+        # optional outbox.Outbox (loaded): CALLs that must not be lost, sent in
+        # order whenever online (queue_call puts, _online drains)
+        self.outbox = None
         # optional: fn(evse, connector) -> status or None (then the board decides)
         self.status_source = None
         # optional: coroutine function run (as a task) after each Accepted (re)connection
@@ -191,6 +364,50 @@ class Agent:
             raise rpc.Disconnected("%s not sent: station offline or not accepted" % action)
         return await r.call(action, payload, timeout_ms)
 
+    def queue_call(self, action, payload, key=None):
+        """Queue a CALL that must not be lost (TransactionEvent, NotifyChargingLimit,
+        ClearedChargingLimit...): persisted in the outbox before this returns, sent
+        in order once online (now, if online). Synchronous: usable as the `send`
+        callback of transactions.Transactions and the `queue` of smart.SmartCharging.
+
+        A TransactionEvent queued while offline gets `"offline": true`. `key`: the
+        queued message with the same key that is not being sent yet is replaced
+        (StatusNotification: one per connector). Returns the message id; raises
+        what Outbox.put raises (OutboxFull...: logged and counted in outbox.dropped).
+        Without an outbox: sent right away when online, else rpc.Disconnected.
+        """
+        if (action == "TransactionEvent" and not self.online and type(payload) is dict
+                and not payload.get("offline")):
+            payload = dict(payload)
+            payload["offline"] = True
+        if key is None and action == "StatusNotification" and type(payload) is dict:
+            key = "status:%s:%s" % (payload.get("evseId"), payload.get("connectorId"))
+        ob = self.outbox
+        if ob is None:
+            if not self.online:
+                log.error(_TAG, "%s NOT sent: offline and no outbox" % action)
+                raise rpc.Disconnected("%s not sent: station offline, no outbox" % action)
+            asyncio.create_task(self._send_now(action, payload))
+            return None
+        n = ob.put(action, payload, key)
+        self._wake.set()
+        return n
+
+    async def _send_now(self, action, payload):
+        try:
+            await self.call(action, payload)
+        except Exception as e:
+            log.error(_TAG, "%s NOT delivered (no outbox): %s" % (action, e))
+
+    async def _drain_outbox(self, r):
+        """Send what waits in the outbox, in order (CallTimeout ends the session)."""
+        ob = self.outbox
+        if ob is None or not ob.ready():
+            return
+        n = await ob.drain(self.call, lambda: self._up(r) and self.online)
+        if n:
+            log.debug(_TAG, "outbox: %d delivered, %d waiting" % (n, len(ob)))
+
     def stop(self):
         """Ask run() to close the connection and return (signal handlers call this)."""
         self._stop.set()
@@ -213,22 +430,102 @@ class Agent:
             return False
 
     def _headers(self):
+        if self.dm.get("SecurityProfile") == 3:
+            return None  # profile 3: the client certificate authenticates, no Basic auth
         pw = self.dm.get("BasicAuthPassword")
         if pw:
             return {"Authorization": basic_auth(self.identity, pw)}
         return None
+
+    # ------------------------------------------------------------ security profiles (A00, A01)
+
+    _trial_failures = 0  # refused attempts with new credentials on trial
+
+    def security_problem(self, profile=None):
+        """Why the station must not connect with `profile` (default: the configured
+        one) and its URL/TLS context; None when it may. A profile 2/3 station never
+        uses ws:// or TLS that does not verify the CSMS (no downgrade)."""
+        p = self.dm.get("SecurityProfile") if profile is None else profile
+        ctx = self.ssl_context
+        if p >= 2:
+            if self.url[:6].lower() != "wss://":
+                return ("security profile %d needs a wss:// CSMS URL; refusing %s (no downgrade)"
+                        % (p, self.url.split("://", 1)[0] + "://"))
+            if ctx is None or not _verifies(ctx):
+                return ("security profile %d needs TLS that verifies the CSMS certificate and host "
+                        "name against a CA; refusing unverified TLS (no downgrade)" % p)
+        if p == 3 and not getattr(ctx, "has_client_cert", False):
+            return "security profile 3 needs a client certificate and key (mutual TLS)"
+        if p in (1, 2) and not self.dm.get("BasicAuthPassword"):
+            return "security profile %d needs SecurityCtrlr.BasicAuthPassword (HTTP Basic auth)" % p
+        return None
+
+    def _check_profile_set(self, v):
+        """SetVariables SecurityProfile: only up, and only to a profile this station can use."""
+        from chargepilot.variables import ValueRejected
+
+        cur = self.dm.get("SecurityProfile")
+        if v < cur:
+            raise ValueRejected("ValueTooLow", "SecurityProfile %d -> %d is a downgrade; refused"
+                                % (cur, v))
+        if v > cur:
+            problem = self.security_problem(v)
+            if problem is not None:
+                raise ValueRejected("InvalidValue", problem)
+
+    def _attempt_done(self, why):
+        """After a connection attempt (why None = connected): end or count a trial of new
+        credentials. Only refusals count (the CSMS or the TLS layer said no, or the
+        station's own checks did); an unreachable CSMS says nothing about them."""
+        names = self.dm.trial_keys()
+        if not names:
+            return
+        names = ", ".join(names)
+        if why is None:
+            self.dm.end_trial(True)
+            self._trial_failures = 0
+            log.info(_TAG, "connected with the new %s; kept" % names)
+            return
+        if "TCP connect" in why:
+            return
+        n = self._trial_failures + 1
+        limit = self.dm.get("NetworkProfileConnectionAttempts")
+        if n < limit:
+            self._trial_failures = n
+            log.warn(_TAG, "new %s refused (%d of %d attempts before rolling back)"
+                     % (names, n, limit))
+            return
+        self._trial_failures = 0
+        restored = self.dm.end_trial(False)
+        log.warn(_TAG, "new %s refused %d times: rolled back to the previous %s"
+                 % (names, n, ", ".join(restored)))
+
+    async def _open(self):
+        """One connection attempt -> (WebSocket, None) or (None, why). Never raises."""
+        if self.dm.checks.get("SecurityProfile") is None:
+            self.dm.checks["SecurityProfile"] = self._check_profile_set
+        why = self.security_problem()
+        if why is not None:
+            why = "not connecting: " + why
+        else:
+            try:
+                sock = await ws.connect(self.url, ("ocpp2.0.1",), self._headers(), self.ssl_context,
+                                        timeout_ms=self.dm.get("MessageTimeout") * 1000)
+                return sock, None
+            except Exception as e:  # WebSocketError, OSError, MemoryError...
+                why = explain(e, self.ssl_context)
+        self._attempt_done(why)
+        return None, why
 
     # ------------------------------------------------------------ main loop
 
     async def run(self):
         """Stay connected until stop(); returns after a clean close."""
         while not self._stop.is_set():
-            try:
-                sock = await ws.connect(self.url, ("ocpp2.0.1",), self._headers(), self.ssl_context,
-                                        timeout_ms=self.dm.get("MessageTimeout") * 1000)
-            except Exception as e:  # WebSocketError, OSError, MemoryError...
+            sock, why = await self._open()
+            if sock is None:
                 wait = self.backoff.next_wait_ms()
-                log.warn(_TAG, "connect to %s failed: %s; retry in %d ms" % (self.url, e, wait))
+                log.warn(_TAG, "connect to %s failed: %s; retry in %d ms" % (self.url, why, wait))
                 await self._sleep(wait)
                 continue
             if sock.subprotocol != "ocpp2.0.1":
@@ -236,6 +533,7 @@ class Agent:
                 await self._close(sock)
                 await self._sleep(self.backoff.next_wait_ms())
                 continue
+            self._attempt_done(None)
             self.backoff.reset()
             self.connections += 1
             try:
@@ -408,10 +706,14 @@ class Agent:
         """Accepted and connected: heartbeats and connector changes until the connection ends."""
         while self._up(r):
             self.clock.poll()
+            await self._drain_outbox(r)
             hb = self.dm.get("HeartbeatInterval") * 1000
             idle = time.ticks_diff(time.ticks_ms(), self._last_tx)
             if idle >= hb:
                 await self._heartbeat(r)
                 continue
             await self._statuses(r, False)
+            if self.outbox is not None and self.outbox.ready():
+                await asyncio.sleep_ms(0)  # queued meanwhile: let the reader run, then send
+                continue
             await self._sleep(min(hb - idle, 1000))

@@ -6,6 +6,7 @@ The same wiring runs on the board (firmware/main.py) and on the host
     agent (OCPP-J session) --handlers--> smart (K01, K08-K13) --changed()--> control
     control --on_output--> transactions --send--> agent
     store (flash) <-- smart, transactions (TxProfiles of ended transactions)
+    outbox (flash) <-- transactions, smart (Notify/ClearedChargingLimit), faults
 
 Boot order matters for safety: the store is read and every valid profile
 installed *before* the control loop starts, so the first limit the pilot
@@ -14,15 +15,15 @@ pauses every EVSE instead of charging unlimited).
 """
 
 import asyncio
+import os
 
 from micropython import const
 
-from chargepilot import agent, control, log, profiles, smart, station, store, transactions
+from chargepilot import agent, control, log, outbox, profiles, smart, station, store, transactions
 
 _TAG = "app"
-# Station CALLs waiting while offline (StatusNotification / TransactionEvent /
-# NotifyEvent without an outbox). Bounded; the oldest is dropped and counted.
-_MAX_WAITING = const(32)
+# Messages that must not be lost wait in flash (outbox.py): at most this many.
+OUTBOX_MAX = const(64)
 
 
 def _int_or(v, default):
@@ -64,8 +65,12 @@ class Station:
         self.profiles = profiles.ProfileSet(self.cfg.max_entries)
         self.store = store.ProfileStore(state_dir + "/profiles", self.cfg.max_entries,
                                         check_fs=check_fs)
+        self.outbox = outbox.Outbox(state_dir + "/outbox", max_count=OUTBOX_MAX,
+                                    check_fs=check_fs)
+        self.agent.outbox = self.outbox
         self.smart = smart.SmartCharging(self.cfg, self.profiles, self.store, clock, dm,
-                                         call=self.agent.call, online=self._online)
+                                         call=self.agent.call, online=self._online,
+                                         queue=self.agent.queue_call)
         self.ctl = control.Controller(board, self.cfg, self.profiles, clock,
                                       on_fault=self._fault)
         point = dm.get("TxStartPoint")
@@ -77,11 +82,10 @@ class Station:
             install=self._install_remote, on_ended=self._ended, send_status=False)
         self.ctl.on_output = self.txs.update
         self.smart.changed = self.ctl.changed
-        self._waiting = []
-        self.dropped = 0  # station CALLs lost to the offline bound (logged each time)
-        self._problems = []
         self._event_seq = 0
-        self._event_id = 0
+        self._clock_wait = set()  # EVSEs paused only because the clock is unknown
+        # eventIds are told apart across reboots by a random base (no counter in flash)
+        self._event_id = int.from_bytes(os.urandom(3), "little") << 6
         a = self.agent
         a.status_source = self._connector_status
         a.on_online = self._on_online
@@ -109,9 +113,23 @@ class Station:
         self.ctl.set_store_ok(self.smart.store_ok)
         for name, reason in problems:
             log.warn(_TAG, "stored profile %s not used: %s" % (name, reason))
-        self._problems = list(problems)
-        log.info(_TAG, "%d profiles installed from flash" % len(self.profiles))
-        return problems
+        try:
+            queued = self.outbox.load()
+        except Exception as e:  # unreadable outbox: charging goes on, the loss is reported
+            log.exception(_TAG, "outbox unreadable", e)
+            queued = [("outbox", str(e))]
+        for name, reason in queued:
+            log.warn(_TAG, "queued message %s set aside: %s" % (name, reason))
+        log.info(_TAG, "%d profiles installed from flash, %d messages waiting to be sent"
+                 % (len(self.profiles), len(self.outbox)))
+        # Reported through the outbox itself: in flash now, sent once when online.
+        for name, reason in problems:
+            self._notify_event({"name": "SmartChargingCtrlr"}, "Problem", "true",
+                               "stored profile %s set aside: %s" % (name, reason))
+        for name, reason in queued:
+            self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
+                               "queued message %s set aside: %s" % (name, reason))
+        return problems + queued
 
     async def run(self):
         """Control loop + connection; returns when the agent stops."""
@@ -178,32 +196,27 @@ class Station:
         return self.txs.request_stop(payload)
 
     def _fault(self, evse_id, text):
+        if text == control.CLOCK_UNSET:
+            # the normal state of every boot until the time is known: paused and
+            # logged by the control loop, not a problem to report
+            self._clock_wait.add(evse_id)
+            return
+        if evse_id in self._clock_wait:
+            self._clock_wait.discard(evse_id)
+            if text is None:
+                return
         comp = {"name": "EVSE", "evse": {"id": evse_id}}
         self._notify_event(comp, "Problem", "true" if text else "false", text)
 
     # ------------------------------------------------------------ station CALLs
 
     def send(self, action, payload):
-        """Queue a station CALL; sent at once when online, else after reconnect."""
-        if len(self._waiting) >= _MAX_WAITING:
-            old = self._waiting.pop(0)
-            self.dropped += 1
-            log.error(_TAG, "offline queue full (%d): %s dropped" % (_MAX_WAITING, old[0]))
-        self._waiting.append((action, payload))
-        if self.agent.online:
-            asyncio.create_task(self._drain())
-
-    async def _drain(self):
-        while self._waiting and self.agent.online:
-            action, payload = self._waiting[0]
-            try:
-                await self.agent.call(action, payload)
-            except Exception as e:
-                if not self.agent.online:
-                    return  # kept at the head for the next connection
-                log.warn(_TAG, "%s refused by the CSMS: %s" % (action, e))
-            if self._waiting and self._waiting[0][1] is payload:
-                self._waiting.pop(0)
+        """Queue a station CALL in the outbox (flash); sent in order when online.
+        A full outbox refuses it: logged and counted there, reported when online."""
+        try:
+            self.agent.queue_call(action, payload)
+        except Exception as e:
+            log.error(_TAG, "%s not queued: %s" % (action, e))
 
     def _notify_event(self, component, variable, value, tech=None):
         self._event_id += 1
@@ -219,10 +232,10 @@ class Station:
         self._event_seq += 1
 
     async def _on_online(self):
-        """After every (re)connection: report boot problems once, send what waited."""
-        problems, self._problems = self._problems, []
-        for name, reason in problems:
-            self._notify_event({"name": "SmartChargingCtrlr"}, "Problem", "true",
-                               "stored profile %s set aside: %s" % (name, reason))
-        await self._drain()
-        await self.smart.flush()
+        """After every (re)connection: report messages the full outbox refused."""
+        ob = self.outbox
+        if ob.dropped:
+            self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
+                               "%d messages were not queued: outbox full (%s)"
+                               % (ob.dropped, ob.last_drop))
+            ob.clear_dropped(ob.dropped)

@@ -226,3 +226,72 @@ def makedirs(path):
             except OSError:
                 if not is_dir(cur):
                     raise
+
+
+def append(path, data, counters=None):
+    """Append `data` (bytes, or a tuple of bytes parts) to `path`, creating it,
+    and close it (fsync on a host).
+
+    On LittleFS the appended bytes are committed by the close, in one atomic
+    step: a cut before it leaves the file exactly as it was, and a write that
+    fails is not committed. On a host file system a cut can leave part of
+    `data` at the end of the file: the reader must detect a torn tail (the
+    outbox's framing does). Raises OSError; the file may then end with part
+    of `data`.
+    """
+    parts = data if type(data) is tuple else (data,)
+    total = 0
+    f = open(path, "ab")
+    try:
+        for part in parts:
+            n = f.write(part)
+            if n is not None and n != len(part):
+                raise OSError(28)  # ENOSPC: short write
+            total += len(part)
+        _flush(f)
+    finally:
+        f.close()
+    _bump(counters, "appends")
+    _bump(counters, "bytes", total)
+    _sync_dir(path)  # a host: the file may be new (no-op on MicroPython)
+
+
+def copy_atomic(path, src, spans, counters=None, chunk=256):
+    """Replace `path`, in one atomic step like write_atomic, with the byte
+    ranges `spans` [(offset, length), ...] of the file `src`, copied in
+    chunks of at most `chunk` bytes (no buffer the size of the file).
+
+    Raises OSError (also when `src` is shorter than a span); `path` then
+    still holds its old content and the temporary file is removed.
+    """
+    tmp = path + TMP_SUFFIX
+    total = 0
+    try:
+        s = open(src, "rb")
+        try:
+            f = open(tmp, "wb")
+            try:
+                for off, n in spans:
+                    s.seek(off)
+                    while n > 0:
+                        b = s.read(chunk if n > chunk else n)
+                        if not b:
+                            raise OSError(5)  # EIO: the source ended early
+                        w = f.write(b)
+                        if w is not None and w != len(b):
+                            raise OSError(28)  # ENOSPC: short write
+                        n -= len(b)
+                        total += len(b)
+                _flush(f)
+            finally:
+                f.close()
+        finally:
+            s.close()
+        _bump(counters, "files")
+        _bump(counters, "bytes", total)
+        _rename(tmp, path)
+        _bump(counters, "renames")
+    except OSError:
+        remove(tmp)
+        raise
+    _sync_dir(path)

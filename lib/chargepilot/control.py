@@ -38,6 +38,8 @@ from chargepilot import composite, log
 from chargepilot.profile import UNIT_A, UNIT_W
 
 _TAG = "control"
+# The fault text while the wall clock is unknown (every boot until NTP or the CSMS sets it).
+CLOCK_UNSET = "clock not set: paused until the time is known"
 _HORIZON_S = const(86400)
 
 
@@ -198,7 +200,7 @@ class Controller:
         self._last_t = now
         self._next_t = None
         if now is None:
-            why = "clock not set: paused until the time is known"
+            why = CLOCK_UNSET
         elif not self.store_ok:
             why = "profile store unreadable: paused"
         else:

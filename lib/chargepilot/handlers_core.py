@@ -80,6 +80,9 @@ def set_variables(dm, items):
             continue
         try:
             v = parse_value(row, it.get("attributeValue"))
+            extra = dm.checks.get(row[0])
+            if extra is not None:
+                extra(v)  # e.g. the agent's SecurityProfile rules (no downgrade)
         except ValueRejected as e:
             _reject(res, e.reason, e.info)
             continue

@@ -31,6 +31,11 @@ def rejected(reason, info):
             "statusInfo": {"reasonCode": reason[:20], "additionalInfo": info[:_MAX_INFO]}}
 
 
+def _whole(v):
+    """An integer field as an int: the schemas' dialect lets 16.0 be an integer."""
+    return int(v) if type(v) is float else v
+
+
 def external_id(evse_id, source):
     """Negative profile id of the external limit of (evse, source) (K11.FR.06)."""
     return -(evse_id * len(SOURCE_NAMES) + source) - 1
@@ -40,9 +45,13 @@ class SmartCharging:
     """`cfg` a station.SmartConfig, `profiles` a profiles.ProfileSet, `store` a
     store.ProfileStore, `clock` a clock.Clock, `dm` the device model (`get(key)`).
     `call(action, payload)` sends a CALL (raises when offline), `changed()` wakes
-    the control loop, `online()` tells whether the CSMS is reachable now."""
+    the control loop, `online()` tells whether the CSMS is reachable now.
+    `queue(action, payload, key)` (e.g. Agent.queue_call): when given,
+    NotifyChargingLimit / ClearedChargingLimit go into the durable outbox (the
+    latest per (evse, source) replaces a queued one) instead of `pending`."""
 
-    def __init__(self, cfg, profiles, store, clock, dm, call=None, changed=None, online=None):
+    def __init__(self, cfg, profiles, store, clock, dm, call=None, changed=None, online=None,
+                 queue=None):
         self.cfg = cfg
         self.profiles = profiles
         self.store = store
@@ -51,6 +60,7 @@ class SmartCharging:
         self.call = call
         self.changed = changed
         self.online = online
+        self.queue = queue
         self.store_ok = True
         # (evse, source) -> last limit reported in NotifyChargingLimit (tenths, unit)
         self._reported = {}
@@ -133,7 +143,7 @@ class SmartCharging:
     async def on_set_charging_profile(self, payload):
         if not self._enabled():
             return rejected(_NOT_ENABLED, "SmartChargingCtrlr.Enabled is false")
-        evse_id = payload["evseId"]
+        evse_id = _whole(payload["evseId"])
         cp = payload["chargingProfile"]
         try:
             p = profile.parse(cp, evse_id, "CSO")
@@ -268,6 +278,8 @@ class SmartCharging:
         else:
             return rejected("UnsupportedRateUnit",
                             "unit %s is not in SmartChargingCtrlr.RateUnit" % unit_name), None
+        if duration < 0:
+            return rejected("InvalidValue", "duration %d is negative" % duration), None
         if duration > MAX_COMPOSITE_S:
             return rejected("InvalidValue", "duration above %d s is not served"
                             % MAX_COMPOSITE_S), None
@@ -287,7 +299,7 @@ class SmartCharging:
     async def on_get_composite_schedule(self, payload):
         if not self._enabled():
             return rejected(_NOT_ENABLED, "SmartChargingCtrlr.Enabled is false")
-        resp, _ = self.composite(payload["evseId"], payload["duration"],
+        resp, _ = self.composite(_whole(payload["evseId"]), _whole(payload["duration"]),
                                  payload.get("chargingRateUnit"))
         return resp
 
@@ -377,8 +389,15 @@ class SmartCharging:
         return True
 
     def notify(self, key, action, payload):
-        """Keep the latest notification per (evse, source) until it is sent."""
-        self.pending[key] = (action, payload)
+        """Queue the notification in the outbox (`queue` given), else keep the
+        latest per (evse, source) in `pending` until flush() sends it."""
+        if self.queue is None:
+            self.pending[key] = (action, payload)
+            return
+        try:
+            self.queue(action, payload, "limit:%d:%s" % key)
+        except Exception as e:  # refused: the outbox logged it and counts it as dropped
+            log.error(_TAG, "%s for evse %d (%s) not queued: %s" % (action, key[0], key[1], e))
 
     async def flush(self):
         """Send waiting notifications (called when online and after changes)."""

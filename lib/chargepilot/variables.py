@@ -15,7 +15,9 @@ Every variable is one row of `TABLE` (data, not code per variable):
   RebootRequired; the running value changes at the next start).
 
 Persistence: `<state>/settings.json` = {"version": 1, "values": {"Comp/Var[Inst]": "text"}}
-written atomically. Values are kept as their OCPP strings and re-checked on load;
+written atomically (plus "fallback": {"Comp/Var": "text" or null} while a new
+BasicAuthPassword/SecurityProfile is on trial, see TRIAL_KEYS; null = the value
+came from the configuration, not the file). Values are kept as their OCPP strings and re-checked on load;
 entries this firmware does not know or cannot use are kept in the file (and
 logged), never dropped. A file that is not valid JSON is set aside as
 `settings.json.bad`, `settings.json.1.bad`, ... (never deleted) and the defaults are used.
@@ -59,6 +61,10 @@ TABLE = (
      "integer", _RW, 5, 0, 3600, _PERSIST),
     ("OfflineThreshold", "OCPPCommCtrlr", "OfflineThreshold", None,
      "integer", _RW, 300, 0, 432000, _PERSIST),
+    # failed attempts (CSMS reached but refused) before a new BasicAuthPassword /
+    # SecurityProfile is rolled back to the previous value (like B10's fallback)
+    ("NetworkProfileConnectionAttempts", "OCPPCommCtrlr", "NetworkProfileConnectionAttempts",
+     None, "integer", _RW, 3, 1, 100, _PERSIST),
     # SmartChargingCtrlr (spec digest §2)
     ("SmartChargingEnabled", "SmartChargingCtrlr", "Enabled", None,
      "boolean", _RW, True, 0, 0, _PERSIST),
@@ -88,8 +94,12 @@ TABLE = (
     ("TxStartPoint", "TxCtrlr", "TxStartPoint", None,
      "MemberList", _RW, "EVConnected", "EVConnected,PowerPathClosed", 0, _PERSIST | _REBOOT),
     # SecurityCtrlr (spec digest §2, §10.6)
+    # ReadWrite here (a vendor choice; 2.0.1 changes it through SetNetworkProfile):
+    # raising it is accepted only when the station can connect that way, lowering
+    # it never (no downgrade). A new value is tried on the next connection and
+    # rolled back if that fails (TRIAL_KEYS).
     ("SecurityProfile", "SecurityCtrlr", "SecurityProfile", None,
-     "integer", _RO, 1, 0, 3, 0),
+     "integer", _RW, 1, 0, 3, _PERSIST),
     ("BasicAuthPassword", "SecurityCtrlr", "BasicAuthPassword", None,
      "string", _WO, "", 16, 64, _PERSIST),
     ("Identity", "SecurityCtrlr", "Identity", None,
@@ -111,6 +121,11 @@ TABLE = (
 DEFAULT_MAX_ENTRIES = 16
 
 SETTINGS_FILE = "settings.json"
+
+# Connection credentials: a new value set by the CSMS is a trial. settings.json
+# keeps the previous one under "fallback" (same atomic write) until the agent
+# ends the trial: connected -> kept, refused -> the previous value is restored.
+TRIAL_KEYS = ("BasicAuthPassword", "SecurityProfile")
 
 
 def ext_key(row):
@@ -245,13 +260,19 @@ class DeviceModel:
         self._pending = {}  # key -> value stored, active after the next start
         self._extra = {}  # settings.json entries this firmware does not use (kept)
         self._stored = {}  # ext key -> text as in settings.json
+        self._fallback = {}  # ext key -> previous text (None: configured value) of a trial
         self.on_change = None
+        # key -> fn(value) raising ValueRejected: extra SetVariables checks (the agent's)
+        self.checks = {}
         self.problems = []  # what load() had to set aside (for logs and tests)
         if fixed:
             for k in fixed:
                 if k not in self._rows:
                     raise ValueError("device model: no variable %r" % k)
                 self._values[k] = fixed[k]
+        self._configured = {}  # trial keys: the value before settings.json (for a rollback)
+        for k in TRIAL_KEYS:
+            self._configured[k] = self._values[k]
         self._path = None
         if state_dir:
             self._path = state_dir + "/" + SETTINGS_FILE
@@ -281,6 +302,71 @@ class DeviceModel:
 
     def pending(self, key):
         return self._pending.get(key)
+
+    def stored(self, key, proven=False):
+        """The typed value settings.json holds for `key` (None: none). proven=True:
+        during a trial the value of before it (None when that was not stored)."""
+        row = self._rows[key]
+        ek = ext_key(row)
+        if proven and ek in self._fallback:
+            text = self._fallback[ek]
+        else:
+            text = self._stored.get(ek)
+        if text is None:
+            return None
+        try:
+            return parse_value(row, text)
+        except ValueRejected:
+            return None
+
+    # --- trial of new connection credentials (TRIAL_KEYS) ---
+
+    def configured(self, key):
+        """A trial key's value from the configuration (fixed/default), not settings.json."""
+        return self._configured[key]
+
+    def trial_keys(self):
+        """Variable names of a running trial ([] = none)."""
+        out = []
+        for k in TRIAL_KEYS:
+            if ext_key(self._rows[k]) in self._fallback:
+                out.append(self._rows[k][2])
+        return out
+
+    def end_trial(self, ok):
+        """Close the trial: ok keeps the new values, else the previous ones come back
+        (in memory at once; on flash too unless the write fails, then at the next save).
+        Returns the restored variable names."""
+        fb = self._fallback
+        if not fb:
+            return []
+        self._fallback = {}
+        restored = []
+        if not ok:
+            for k in TRIAL_KEYS:
+                row = self._rows[k]
+                ek = ext_key(row)
+                if ek not in fb:
+                    continue
+                text = fb[ek]
+                v = None
+                if text is not None:
+                    try:
+                        v = parse_value(row, text)
+                    except ValueRejected:
+                        text = None
+                if text is None:
+                    self._stored.pop(ek, None)
+                    v = self._configured[k]
+                else:
+                    self._stored[ek] = text
+                self._values[k] = v
+                restored.append(row[2])
+        try:
+            self.save()
+        except OSError as e:
+            log.error("variables", "settings not saved after the trial: %s" % e)
+        return restored
 
     # --- settings file ---
 
@@ -329,6 +415,15 @@ class DeviceModel:
                 continue
             self._values[row[0]] = v
             self._stored[k] = text_v
+        fb = data.get("fallback")
+        if type(fb) is dict:
+            for k in fb:
+                row = by_ext.get(k)
+                if row is not None and row[0] in TRIAL_KEYS and (fb[k] is None or type(fb[k]) is str):
+                    self._fallback[k] = fb[k]
+            if self._fallback:
+                log.info("variables", "a new %s is on trial until the next connection"
+                         % ", ".join(self.trial_keys()))
 
     def _set_aside(self, path):
         try:
@@ -346,7 +441,10 @@ class DeviceModel:
             values[k] = self._extra[k]
         for k in self._stored:
             values[k] = self._stored[k]
-        atomic.write_atomic(self._path, json.dumps({"version": 1, "values": values}))
+        data = {"version": 1, "values": values}
+        if self._fallback:
+            data["fallback"] = self._fallback
+        atomic.write_atomic(self._path, json.dumps(data))
 
     # --- used by handlers_core (GetVariables / SetVariables) ---
 
@@ -368,18 +466,30 @@ class DeviceModel:
         Returns False (nothing changed) when the settings file cannot be written.
         """
         old_stored = dict(self._stored)
+        old_fallback = dict(self._fallback)
         persist = False
+        trial = []
         for row, v in changes:
+            ek = ext_key(row)
+            if row[0] in TRIAL_KEYS and v != self._values[row[0]]:
+                # keep the value of before the first untried change (the last that worked)
+                if ek not in self._fallback:
+                    self._fallback[ek] = self._stored.get(ek)
+                trial.append(row[2])
             if row[9] & _PERSIST:
-                self._stored[ext_key(row)] = format_value(row, v)
+                self._stored[ek] = format_value(row, v)
                 persist = True
         if persist:
             try:
                 self.save()
             except OSError as e:
                 self._stored = old_stored
+                self._fallback = old_fallback
                 log.error("variables", "settings not saved: %s" % e)
                 return False
+        if trial:
+            log.info("variables", "new %s used from the next connection; the previous value "
+                     "comes back if the CSMS refuses it" % ", ".join(trial))
         for row, v in changes:
             key = row[0]
             if row[9] & _REBOOT:

@@ -234,14 +234,30 @@ async def _upgrade(state, host, port, ssl_context, request, key, subprotocols):
     if ssl_context is None:
         reader, writer = await asyncio.open_connection(host, port)
     else:
+        # "TCP connect" until TCP is up, so a CSMS that is not reachable never reads
+        # as a TLS refusal. CPython does TCP and TLS in open_connection (its TLS
+        # errors are ssl.SSLError); MicroPython shakes hands on the first write.
+        try:
+            reader, writer = await asyncio.open_connection(host, port, ssl=ssl_context,
+                                                           server_hostname=host)
+        except OSError as e:
+            import ssl
+
+            if isinstance(e, getattr(ssl, "SSLError", ())):
+                state[1] = "TLS connect"
+            raise
         state[1] = "TLS connect"
-        reader, writer = await asyncio.open_connection(host, port, ssl=ssl_context, server_hostname=host)
     state[0] = writer
     if ssl_context is None:
         state[1] = "sending the upgrade request"
     # (MicroPython does the TLS handshake here, on the first write: keep the label)
-    writer.write(request)
-    await writer.drain()
+    try:
+        writer.write(request)
+        await writer.drain()
+    except OSError as e:
+        if _unreached(e):  # MicroPython learns of a failed non-blocking connect only now
+            state[1] = "TCP connect"
+        raise
     state[1] = "waiting for the handshake answer"
     # Line by line, keeping only the lines parse_response needs: small buffers only.
     keep = []
@@ -270,6 +286,17 @@ async def _upgrade(state, host, port, ssl_context, request, key, subprotocols):
             raise WebSocketError("handshake answer has a header line over %d bytes" % _MAX_LINE)
         if total + len(buf) > _MAX_HEADER:
             raise WebSocketError("handshake answer header is over %d bytes" % _MAX_HEADER)
+
+
+def _unreached(e):
+    """The OSError says the TCP connection never came up (refused, no route, timeout)."""
+    import errno
+
+    n = e.args[0] if e.args else None
+    for name in ("ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT"):
+        if n is not None and n == getattr(errno, name, None):
+            return True
+    return False
 
 
 def _wanted(line):
