@@ -37,6 +37,7 @@ _RESET_DELAY_S = 10
 _WIFI_TIMEOUT_MS = 20000
 _WIFI_CHECK_MS = 5000
 _WATCHDOG_MS = 8000
+_GC_THRESHOLD = 16384  # bytes allocated between collections
 
 
 class ConfigError(ValueError):
@@ -206,6 +207,10 @@ def main():
     from chargepilot import clock
 
     cfg = load_config()
+    import gc
+
+    gc.collect()
+    gc.threshold(_GC_THRESHOLD)  # fragmentation, not live data, runs out first
     # No board, no charging: boot.py's safe state stays and the board resets to retry.
     board = __import__(cfg.get("board", "board")).load()
     clk = clock.Clock()

@@ -32,6 +32,9 @@ import time
 from chargepilot import VERSION, agent, app, clock, log, variables
 
 _TAG = "main"
+# Collect after every 16 KB allocated: on a small heap fragmentation, not live
+# data, is what runs out first (tools/bench heap: smallest heap 459K -> 386K).
+_GC_THRESHOLD = 16384
 
 
 def _mkdirs(path):
@@ -209,6 +212,7 @@ def main():
         import gc
 
         gc.collect()
+        gc.threshold(_GC_THRESHOLD)
         log.info(_TAG, "heap after start-up: %d bytes used, %d free" % (
             gc.mem_alloc(), gc.mem_free()))
     try:

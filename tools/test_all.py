@@ -19,11 +19,11 @@ import xml.etree.ElementTree as ET
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 BUILD = os.path.join(ROOT, "build", "mpy")
-# The device tests import the agent as the .mpy files a board runs. On the unix
-# port that bytecode lives in the GC heap (about 120 KB for the whole agent),
-# where a board with the agent frozen into its firmware keeps it in flash; the
-# heap here is the ESP32's ~100 KB of data plus that code. tools/bench reports
-# the data part on its own.
+# The device tests import the agent as the .mpy files a board runs. On the
+# 64-bit unix port that bytecode lives in the GC heap (about 246 KB for the
+# whole agent), where a board with the agent frozen into its firmware keeps it
+# in flash; each test module imports only what it tests, in a fresh process.
+# `tools/bench heap` reports the data part on its own.
 HEAP = os.environ.get("MPY_HEAP", "256K")
 
 

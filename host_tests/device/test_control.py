@@ -343,6 +343,23 @@ def test_engine_exception_pauses_never_unlimited():
     assert r.out() == (320, "C", True)
 
 
+def test_failed_computation_is_retried_without_a_trigger():
+    # a transient failure (MemoryError on a fragmented heap) must not pause the
+    # EVSE until some unrelated change: the loop tries again by itself
+    fails = [1]
+
+    def limit_fn(cfg, profiles, evse, t, unit, horizon):
+        if fails[0] > 0:
+            fails[0] -= 1
+            raise MemoryError("injected")
+        return composite.limit_at(cfg, profiles, evse, t, unit, horizon)
+
+    r, ev = charging_rig(limit_fn=limit_fn)
+    assert r.out()[0] == 0 and "MemoryError" in r.ctl.fault(1)
+    r.run(7000, step_ms=500)
+    assert r.out() == (320, "C", True) and r.ctl.fault(1) is None
+
+
 def test_bad_engine_values_pause():
     for bad in ((None, 0, T0 + 5), (16.0, 0, T0 + 5), (True, 0, T0 + 5)):
         r = ev = None

@@ -69,6 +69,12 @@ _ge = array("i", range(2 + 3 * 16))          # group -> end of its slots
 _lead = array("i", range(2 + 3 * 16))        # group -> leading slot now, or -1
 _dirty = bytearray(2 + 3 * 16)               # group -> its leader must be looked up again
 _acc = array("i", range(3))   # a, w, phases of the layers being combined
+# ...but bounded: a call that needed more change points than this (a 7-day
+# GetCompositeSchedule over many profiles: 20 x 24 periods x 7 days = 3361)
+# gives its change-point scratch back instead of keeping it for good (~27 KB
+# on the ESP32, ~43 KB on the 64-bit unix port). The control loop's 24 h
+# windows stay far below (481 points for those 20 profiles).
+_KEEP_POINTS = const(2048)
 
 
 def _grow(arr, n):
@@ -440,11 +446,21 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
             prev_ph = ph
     if nxt is None:
         nxt = t1
-    # drop the references to the profiles (capacity is kept)
+    # drop the references to the profiles (capacity is kept, up to _KEEP_POINTS)
     del _sprof[:]
     del _sper[:]
     del _plist[:]
+    if nk > _KEEP_POINTS:
+        _release()
     return out, nxt
+
+
+def _release():
+    """Give back the change-point scratch (list.clear() frees a list's storage on
+    MicroPython; `del l[:]` keeps it)."""
+    global _pay
+    _keys.clear()
+    _pay = array("i", range(16))
 
 
 def limit_at(cfg, profiles, evse_id, t, unit, horizon=86400):

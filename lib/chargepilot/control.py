@@ -41,6 +41,9 @@ _TAG = "control"
 # The fault text while the wall clock is unknown (every boot until NTP or the CSMS sets it).
 CLOCK_UNSET = "clock not set: paused until the time is known"
 _HORIZON_S = const(86400)
+# After a failed limit computation (e.g. MemoryError on a fragmented heap) the
+# EVSE stays paused and the engine is tried again this many seconds later.
+_RETRY_S = const(5)
 
 
 class Controller:
@@ -212,9 +215,12 @@ class Controller:
                 continue
             try:
                 lim, nxt = self._limit_a(k, now)
-            except Exception as e:  # never unlimited: pause this EVSE
+            except Exception as e:  # never unlimited: pause this EVSE, try again soon
                 self._raw[k] = 0
                 self._cfault[k] = "limit computation failed: %s: %s" % (type(e).__name__, e)
+                retry = now + _RETRY_S
+                if self._next_t is None or retry < self._next_t:
+                    self._next_t = retry
                 continue
             self._raw[k] = lim
             self._cfault[k] = None
