@@ -465,3 +465,287 @@ def test_short_day_scenario():
     fig = day_scenario(day_s=4000, sample_s=10)
     check_day(fig)
     assert fig["samples"] > 400
+
+
+# ---------------------------------------------------------------- power loss (txstate.py)
+
+def _txfile(d):
+    return d + "/transactions.json"
+
+
+def _stored(path):
+    """The entries of a transactions file as dicts ({} when absent)."""
+    import json
+
+    from chargepilot import recfile
+
+    body, reason = recfile.read_framed(path, 4096)
+    if body is None:
+        if reason is not None:
+            raise AssertionError(reason)
+        return {}
+    out = {}
+    tx = json.loads(body)["tx"]
+    for tid in tx:
+        evse, seq, start, at, state = tx[tid]
+        out[tid] = {"evse": evse, "seq": seq, "start": start, "at": at, "state": state}
+    return out
+
+
+def _rebooted(path, **kw):
+    """A fresh Transactions on the same flash, offline, clock unknown (a boot)."""
+    r = Rig(tx=True, clock_set=False, state_path=path, **kw)
+    r.online = False
+    return r
+
+
+def test_running_transaction_is_ended_after_a_power_loss():
+    from devtest import rmtree, tmpdir
+
+    d = tmpdir("tx")
+    try:
+        path = _txfile(d)
+        r = Rig(tx=True, state_path=path, seq_block=4)
+        assert r.txs.recover() == ([], [])  # nothing stored: nothing to do
+        ev = r.board.ev(1)
+        r.run(200)
+        ev.plug(320)
+        r.run(500)
+        tid = r.txs.transaction_id(1)
+        ent = _stored(path)[tid]
+        assert (ent["evse"], ent["seq"], ent["start"]) == (1, 4, r.cfg.transaction(1)[1])
+        import os
+
+        assert os.stat(path)[6] <= 128  # inline in LittleFS metadata (txstate.py)
+        ev.charge()
+        r.run(500)
+        # enough rate changes to run through the first seqNo block
+        for i in range(5):
+            r.profiles.add(prof(1, 0, "TxDefaultProfile", [(0, 100 + 10 * i)]))
+            r.ctl.changed()
+            r.run(100)
+        sent = [p["seqNo"] for p in r.events()]
+        assert sent == list(range(len(sent))) and len(sent) >= 7
+        ent = _stored(path)[tid]
+        assert max(sent) < ent["seq"] <= max(sent) + 4
+        assert ent["state"] == "Charging" and ent["at"] is not None
+        # writes: one per block of 4 events (no removal yet)
+        assert r.txs._file.counters["files"] == (len(sent) + 3) // 4
+        # the power goes; at the reboot the clock is unknown and the station offline
+        r2 = _rebooted(path, seq_block=4)
+        got, problems = r2.txs.recover()
+        assert got == [(1, tid)] and problems == []
+        (end,) = r2.events()
+        assert end["eventType"] == "Ended" and end["triggerReason"] == "AbnormalCondition"
+        assert end["transactionInfo"] == {"transactionId": tid, "stoppedReason": "PowerLoss"}
+        assert max(sent) < end["seqNo"] <= max(sent) + 4
+        assert end["offline"] is True and end["evse"] == {"id": 1, "connectorId": 1}
+        assert end["timestamp"] == rfc3339.format(ent["at"])  # last known time
+        assert _stored(path) == {}
+        assert r2.txs.recover() == ([], [])  # once only
+        # a third boot: nothing left to end
+        r3 = _rebooted(path)
+        assert r3.txs.recover() == ([], []) and r3.events() == []
+    finally:
+        rmtree(d)
+
+
+def test_power_loss_ended_uses_the_clock_when_known_and_few_flash_writes():
+    from devtest import rmtree, tmpdir
+
+    d = tmpdir("tx")
+    try:
+        path = _txfile(d)
+        r = Rig(tx=True, state_path=path, evses=2)
+        r.txs.recover()
+        for evse in (1, 2):
+            r.board.ev(evse).plug()
+        r.run(500)
+        r.board.ev(1).charge()
+        r.run(500)
+        r.board.ev(1).unplug()  # a whole transaction: Started, Charging, Ended
+        r.run(200)
+        assert [p["eventType"] for p in r.events()
+                if p["evse"]["id"] == 1] == ["Started", "Updated", "Ended"]
+        c = r.txs._file.counters
+        # EVSE 1: one write at the start, one at the end; EVSE 2: one at the start
+        assert (c["files"], c["removes"]) == (3, 0)
+        tid2 = r.txs.transaction_id(2)
+        assert list(_stored(path)) == [tid2]
+        r.board.ev(2).unplug()
+        r.run(200)
+        assert r.txs._file.counters["removes"] == 1 and _stored(path) == {}
+        r.board.ev(2).plug()
+        r.run(500)
+        tid3 = r.txs.transaction_id(2)
+        r2 = Rig(tx=True, state_path=path, evses=2)  # clock known at boot, online
+        r2.until(T0 + 3600)
+        assert r2.txs.recover() == ([(2, tid3)], [])
+        (end,) = r2.events()
+        assert end["timestamp"] == rfc3339.format(r2.now()) and "offline" not in end
+        assert end["seqNo"] == 8  # the first reservation: seqNos 0..7
+    finally:
+        rmtree(d)
+
+
+def test_ended_already_queued_is_not_sent_twice():
+    from devtest import rmtree, tmpdir
+
+    d = tmpdir("tx")
+    try:
+        path = _txfile(d)
+        r = Rig(tx=True, state_path=path, evses=2)
+        r.txs.recover()
+        r.board.ev(1).plug()
+        r.board.ev(2).plug()
+        r.run(500)
+        t1, t2 = r.txs.transaction_id(1), r.txs.transaction_id(2)
+        ended1 = dict(r.events()[0], eventType="Ended", seqNo=1)  # queued, the file not yet
+        late2 = dict(r.events()[1], eventType="Updated", seqNo=11)  # beyond the reservation
+        late2["timestamp"] = "2099-01-01T00:00:00Z"
+        assert ended1["transactionInfo"]["transactionId"] == t1
+        queued = [(5, "StatusNotification", {"evseId": 1}), (6, "TransactionEvent", ended1),
+                  (7, "TransactionEvent", late2)]
+        r2 = _rebooted(path, evses=2)
+        assert r2.txs.recover(queued) == ([(2, t2)], [])
+        (end,) = r2.events()
+        assert end["transactionInfo"]["transactionId"] == t2 and end["seqNo"] == 12
+        assert end["timestamp"] == "2099-01-01T00:00:00Z"  # not before a queued event
+        assert _stored(path) == {}
+
+        # an unreadable queue: the reservation alone numbers the Ended
+        r3 = Rig(tx=True, state_path=path)
+        r3.txs.recover()
+        r3.board.ev(1).plug()
+        r3.run(500)
+
+        def broken():
+            yield (1, "TransactionEvent", "not a payload")
+            raise OSError("flash read error")
+
+        r4 = _rebooted(path)
+        assert r4.txs.recover(broken())[0] == [(1, r3.txs.transaction_id(1))]
+        assert r4.events()[0]["seqNo"] == 8
+    finally:
+        rmtree(d)
+
+
+def test_damaged_transactions_file_is_set_aside_and_reported():
+    import os
+
+    from devtest import rmtree, tmpdir
+
+    d = tmpdir("tx")
+    try:
+        path = _txfile(d)
+        with open(path, "wb") as f:
+            f.write(b'{"v":1,"tx":{"abc":[1,4,null,null,null]}}\n#crc32=00000000 len=3\n')
+        r = _rebooted(path)
+        got, problems = r.txs.recover()
+        assert got == [] and r.events() == []
+        assert len(problems) == 1 and problems[0][0] == "transactions.json"
+        assert "length" in problems[0][1]
+        assert sorted(os.listdir(d)) == ["transactions.json.bad"]
+        # the station goes on: a new transaction is kept in a new file
+        r.board.ev(1).plug()
+        r.run(500)
+        assert list(_stored(path)) == [r.txs.transaction_id(1)]
+
+        # a valid file with one bad entry: the good ones still end, the file is set aside
+        from chargepilot import recfile
+
+        body = recfile.dumps({"v": 1, "tx": {"good": [1, 3, None, None, None, "later"],
+                                             "bad": [True, 1, None, None, None],
+                                             "short": [1, 1],
+                                             "x" * 40: [1, 1, None, None, None]}})
+        with open(path, "wb") as f:
+            f.write(recfile.frame(body))
+        r2 = _rebooted(path)
+        got, problems = r2.txs.recover()
+        assert got == [(1, "good")] and r2.events()[0]["seqNo"] == 3
+        assert len(problems) == 1 and "entry" in problems[0][1]
+        assert sorted(os.listdir(d)) == ["transactions.json.1.bad", "transactions.json.bad"]
+
+        # not JSON, wrong version, a leftover .tmp: no crash, reported, set aside
+        for data in (b"\xff\xfe garbage", recfile.frame(b'{"v":2,"tx":{}}'),
+                     recfile.frame(b"[1,2]")):
+            with open(path, "wb") as f:
+                f.write(data)
+            with open(path + ".tmp", "wb") as f:
+                f.write(b"half")
+            r3 = _rebooted(path)
+            got, problems = r3.txs.recover()
+            assert got == [] and len(problems) == 1 and r3.events() == []
+            assert not [n for n in os.listdir(d) if n.endswith(".tmp")]
+            assert "transactions.json" not in os.listdir(d)
+    finally:
+        rmtree(d)
+
+
+def test_power_loss_ended_not_queued_is_kept_for_the_next_boot():
+    from devtest import rmtree, tmpdir
+
+    d = tmpdir("tx")
+    try:
+        path = _txfile(d)
+        r = Rig(tx=True, state_path=path)
+        r.txs.recover()
+        r.board.ev(1).plug()
+        r.run(500)
+        tid = r.txs.transaction_id(1)
+        r2 = _rebooted(path)
+
+        def full(action, payload):
+            raise OSError("outbox full")
+
+        r2.txs.send = full
+        got, problems = r2.txs.recover()
+        assert got == [] and problems[0][0] == tid and "not queued" in problems[0][1]
+        r2.txs.send = r2._send
+        r2.board.ev(1).plug()  # a new transaction meanwhile: both are in the file
+        r2.run(500)
+        assert sorted(_stored(path)) == sorted([tid, r2.txs.transaction_id(1)])
+        r3 = _rebooted(path)
+        got, problems = r3.txs.recover()
+        assert sorted(got) == sorted([(1, tid), (1, r2.txs.transaction_id(1))])
+        assert problems == [] and _stored(path) == {}
+    finally:
+        rmtree(d)
+
+
+def test_failed_write_is_retried_and_recover_not_called_keeps_old_entries():
+    from devtest import rmtree, tmpdir
+
+    d = tmpdir("tx")
+    try:
+        path = _txfile(d)
+        r = Rig(tx=True, state_path=path, seq_block=2)
+        r.txs.recover()
+        real = r.txs._file.save
+        fails = [1]
+
+        def flaky(recs):
+            if fails[0]:
+                fails[0] -= 1
+                raise OSError("flash write failed")
+            return real(recs)
+
+        r.txs._file.save = flaky
+        ev = r.board.ev(1)
+        ev.plug()
+        r.run(500)
+        tid = r.txs.transaction_id(1)
+        assert r.events()[0]["eventType"] == "Started" and _stored(path) == {}
+        ev.charge()  # the next event writes the reservation
+        r.run(500)
+        assert _stored(path)[tid]["seq"] == 3 and len(r.events()) == 2
+        # a Transactions that never ran recover(): its first write keeps the old entry
+        r2 = Rig(tx=True, state_path=path)
+        r2.board.ev(1).plug()
+        r2.run(500)
+        assert sorted(_stored(path)) == sorted([tid, r2.txs.transaction_id(1)])
+        for bad in (0, True, 1001):
+            assert raises(ValueError, lambda: transactions.Transactions(
+                r.cfg, r.profiles, r.clock, None, state_path=path, seq_block=bad))
+    finally:
+        rmtree(d)

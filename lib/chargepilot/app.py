@@ -24,6 +24,8 @@ from chargepilot import agent, control, log, outbox, profiles, smart, station, s
 _TAG = "app"
 # Messages that must not be lost wait in flash (outbox.py): at most this many.
 OUTBOX_MAX = const(64)
+# The running transactions (txstate.py): ended after a power loss at the next boot.
+TX_FILE = "transactions.json"
 
 
 def _int_or(v, default):
@@ -79,7 +81,9 @@ class Station:
         self.txs = transactions.Transactions(
             self.cfg, self.profiles, clock, send=self.send, start_point=point,
             changed=self.ctl.changed, hold=self.ctl.hold, online=self._online,
-            install=self._install_remote, on_ended=self._ended, send_status=False)
+            install=self._install_remote, on_ended=self._ended, send_status=False,
+            state_path=state_dir + "/" + TX_FILE, check_fs=check_fs)
+        self.recovered = []  # (evse, transactionId) ended at boot after a power loss
         self.ctl.on_output = self.txs.update
         self.smart.changed = self.ctl.changed
         self._event_seq = 0
@@ -120,6 +124,14 @@ class Station:
             queued = [("outbox", str(e))]
         for name, reason in queued:
             log.warn(_TAG, "queued message %s set aside: %s" % (name, reason))
+        # Transactions a power loss interrupted: Ended (PowerLoss) queued in flash now.
+        # Their TxProfiles are already gone (smart.load: no transaction runs at boot).
+        self.recovered, txp = self.txs.recover(self._queued())
+        for evse_id, tid in self.recovered:
+            for p in self.profiles.end_transaction(evse_id, tid):
+                self.smart._forget(p.id)
+        for name, reason in txp:
+            log.warn(_TAG, "running transactions: %s: %s" % (name, reason))
         log.info(_TAG, "%d profiles installed from flash, %d messages waiting to be sent"
                  % (len(self.profiles), len(self.outbox)))
         # Reported through the outbox itself: in flash now, sent once when online.
@@ -129,7 +141,18 @@ class Station:
         for name, reason in queued:
             self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
                                "queued message %s set aside: %s" % (name, reason))
-        return problems + queued
+        for name, reason in txp:
+            self._notify_event({"name": "TxCtrlr"}, "Problem", "true",
+                               "running transactions %s: %s" % (name, reason))
+        return problems + queued + txp
+
+    def _queued(self):
+        # the outbox's messages one at a time; an unreadable one ends the walk
+        try:
+            for item in self.outbox.items():
+                yield item
+        except Exception as e:
+            log.warn(_TAG, "outbox not fully readable: %s" % e)
 
     async def run(self):
         """Control loop + connection; returns when the agent stops."""

@@ -18,6 +18,10 @@ control loop reports (`update(...)`, wired as `Controller(on_output=...)`):
 * StatusNotification on a connector change: A Available, B/C/D Occupied, E
   (latched until unplug, like the pilot output) and F Faulted, F while made
   unavailable Unavailable.
+* with `state_path`, the running transactions are kept in flash (txstate.py:
+  id, EVSE, a seqNo reservation, written at start, every `seq_block` events
+  and at the end); `recover()` at boot ends those a power loss interrupted
+  (Ended, AbnormalCondition / PowerLoss, seqNo after every one sent).
 
 Everything goes out through `send(action, payload)`; payloads follow the
 official 2.0.1 schemas. Synchronous and bounded: one transaction and at most
@@ -28,7 +32,7 @@ import os
 
 from micropython import const
 
-from chargepilot import log, profile, profile_checks, rfc3339
+from chargepilot import log, profile, profile_checks, rfc3339, txstate
 from chargepilot.profile import TX, ProfileError
 
 _TAG = "tx"
@@ -105,6 +109,7 @@ class _Tx:
         self.charged = False  # was ever in Charging
         self.charging_since = None
         self.charged_s = 0
+        self.hi = 0  # seqNo reservation in flash: every seqNo sent is below it
 
 
 class _Evse:
@@ -135,16 +140,23 @@ class Transactions:
                   returns None or (reasonCode, info); default profiles.add(p)
     on_ended(evse_id, transaction_id, removed_profile_ids)
     smart         False: a chargingProfile in RequestStart is ignored (K05.FR.04)
+    state_path    file that keeps the running transactions across a reboot
+                  (txstate.py); None: RAM only. Call recover() once at boot,
+                  before the first update().
+    seq_block     seqNos reserved per write of that file (txstate.py)
     """
 
     def __init__(self, cfg, profiles, clock, send, start_point=EV_CONNECTED, changed=None,
                  hold=None, online=None, validator=None, install=None, on_ended=None,
-                 smart=True, send_status=True, connect_timeout_s=120, id_fn=None):
+                 smart=True, send_status=True, connect_timeout_s=120, id_fn=None,
+                 state_path=None, seq_block=8, check_fs=True):
         if start_point != EV_CONNECTED and start_point != POWER_PATH_CLOSED:
             raise ValueError("transactions: start_point must be EVConnected or "
                              "PowerPathClosed, got %r" % (start_point,))
         if type(connect_timeout_s) is not int or connect_timeout_s < 1:
             raise ValueError("transactions: connect_timeout_s must be an int >= 1")
+        if type(seq_block) is bool or type(seq_block) is not int or not 1 <= seq_block <= 1000:
+            raise ValueError("transactions: seq_block must be an int in 1..1000")
         self.cfg = cfg
         self.profiles = profiles
         self.clock = clock
@@ -163,6 +175,10 @@ class Transactions:
         self._count = 0
         self._e = [_Evse() for _ in range(cfg.evse_count)]
         self.last_removed = []  # profile ids removed when the last transaction ended
+        self._file = None if state_path is None else txstate.TxFile(state_path, check_fs)
+        self._block = seq_block
+        self._recs = {}  # what the file should hold: transactionId -> entry
+        self._loaded = False  # the file was read (recover) before its first write
 
     # ------------------------------------------------------------ queries
 
@@ -253,6 +269,8 @@ class Transactions:
                     p["offline"] = True
             except Exception:
                 p["offline"] = True
+        if self._file is not None and tx.seq >= tx.hi:
+            self._reserve(evse_id, tx, now)
         tx.seq += 1
         self._emit("TransactionEvent", p)
 
@@ -289,6 +307,120 @@ class Transactions:
         if cs == CHARGING:
             tx.charged = True
         tx.cstate = cs
+
+    # ------------------------------------------------------------ flash (txstate.py)
+
+    def _save(self):
+        f = self._file
+        if f is None:
+            return True
+        if not self._loaded:
+            # recover() was not called: keep what the file holds for the next boot
+            recs, _p = f.load()
+            self._loaded = True
+            for tid in recs:
+                if tid not in self._recs:
+                    self._recs[tid] = recs[tid]
+        try:
+            f.save(self._recs)
+            return True
+        except Exception as e:
+            log.exception(_TAG, "running transactions not saved", e)
+            return False
+
+    def _reserve(self, evse_id, tx, now):
+        """Before seqNo tx.seq goes out: reserve the next block in flash. A failed
+        write is tried again at the next event (the event still goes out)."""
+        old = self._recs.get(tx.id)
+        at = now if now is not None else (None if old is None else old[txstate.AT])
+        hi = tx.seq + self._block
+        self._recs[tx.id] = txstate.entry(evse_id, hi, tx.start_t, at, tx.cstate)
+        if self._save():
+            tx.hi = hi
+
+    def _forget(self, tid):
+        if self._recs.pop(tid, None) is not None:
+            self._save()
+
+    def recover(self, queued=None):
+        """At boot: end every transaction the file holds (the station lost power
+        while it ran) with TransactionEvent Ended, AbnormalCondition / PowerLoss,
+        through `send`, and take it off the file.
+
+        `queued`: the messages still waiting to be sent, (id, action, payload)
+        oldest first (Outbox.items()). A transaction whose Ended is among them
+        is not ended twice (the cut came between queueing it and the file
+        write), and the new Ended is numbered after every queued event.
+
+        Returns (recovered [(evse_id, transactionId)], problems [(name, reason)]);
+        never raises. Only the first call does anything."""
+        f = self._file
+        if f is None or self._loaded:
+            return [], []
+        self._loaded = True
+        try:
+            recs, problems = f.load()
+        except Exception as e:
+            log.exception(_TAG, "running transactions unreadable", e)
+            return [], [("transactions", str(e))]
+        if not recs:
+            return [], problems
+        last = {}  # transactionId -> [max seqNo queued, Ended queued, latest timestamp]
+        try:
+            for item in (queued or ()):
+                p = item[2]
+                if item[1] != "TransactionEvent" or type(p) is not dict:
+                    continue
+                info = p.get("transactionInfo")
+                tid = info.get("transactionId") if type(info) is dict else None
+                if tid not in recs:
+                    continue
+                s = last.setdefault(tid, [-1, False, ""])
+                if type(p.get("seqNo")) is int and p["seqNo"] > s[0]:
+                    s[0] = p["seqNo"]
+                if p.get("eventType") == "Ended":
+                    s[1] = True
+                if type(p.get("timestamp")) is str and p["timestamp"] > s[2]:
+                    s[2] = p["timestamp"]
+        except Exception as e:  # an unreadable queue: the reservation alone decides
+            log.exception(_TAG, "queued messages not all read", e)
+        now = self._now()
+        offline = False
+        if self.online is not None:
+            try:
+                offline = not self.online()
+            except Exception:
+                offline = True
+        out = []
+        for tid in recs:
+            r = recs[tid]
+            evse_id = r[txstate.EVSE]
+            q = last.get(tid, (-1, False, ""))
+            if q[1]:
+                log.info(_TAG, "transaction %s: its Ended is already queued" % tid)
+                continue
+            seq = r[txstate.SEQ] if r[txstate.SEQ] > q[0] else q[0] + 1
+            stamp = self._stamp(now if now is not None else r[txstate.AT])
+            if now is None and q[2] > stamp:
+                stamp = q[2]  # never before an event of the transaction still queued
+            p = {"eventType": "Ended", "timestamp": stamp, "triggerReason": "AbnormalCondition",
+                 "seqNo": seq, "transactionInfo": {"transactionId": tid,
+                                                   "stoppedReason": "PowerLoss"},
+                 "evse": {"id": evse_id, "connectorId": 1}}
+            if offline:
+                p["offline"] = True
+            try:
+                self.send("TransactionEvent", p)
+            except Exception as e:  # kept in the file: tried again at the next boot
+                log.exception(_TAG, "Ended of %s not queued" % tid, e)
+                self._recs[tid] = r
+                problems.append((tid, "TransactionEvent Ended not queued: %s" % e))
+                continue
+            log.warn(_TAG, "EVSE %d: transaction %s ended by a power loss (last state %s, "
+                     "seqNo %d)" % (evse_id, tid, r[txstate.STATE], seq))
+            out.append((evse_id, tid))
+        self._save()
+        return out, problems
 
     # ------------------------------------------------------------ start / end
 
@@ -348,6 +480,7 @@ class Transactions:
             info["timeSpentCharging"] = tx.charged_s
         self._event(evse_id, e, "Ended", trigger, now, info)
         e.tx = None
+        self._forget(tx.id)  # after the Ended is queued (a cut between: recover() sees it)
         self.cfg.end_transaction(evse_id)
         removed = []
         try:
