@@ -78,7 +78,7 @@ class CsmsThread:
     """A csms_server.Csms running in its own event loop thread; sync API for tests."""
 
     def __init__(self, boot_plan=(("Accepted", 60),), password=None, quiet=True,
-                 ssl_context=None, **kw):
+                 ssl_context=None, port=0, **kw):
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -93,7 +93,7 @@ class CsmsThread:
 
         async def make():
             c = csms_server.Csms(boot_plan, password=password, out=_Out(), quiet=quiet, **kw)
-            await c.start("127.0.0.1", 0, ssl_context)
+            await c.start("127.0.0.1", port, ssl_context)  # port 0: any free one
             return c
 
         self.csms = self.run(make())
@@ -144,6 +144,9 @@ class CsmsThread:
         return sid in self.csms.stations
 
     def stop(self):
+        """Close the server and its connections (a CSMS shutdown); idempotent."""
+        if not self._thread.is_alive():
+            return
         try:
             self.run(self.csms.stop(), 10)
         finally:

@@ -5,10 +5,12 @@ JSON in the environment variable CHARGEPILOT_AGENT (not argv: the password
 would show in `ps`). Keys: url, id, state, password, cafile, security_profile,
 cert, key (paths: the key itself never goes through the environment), set (variable key
 -> text, used as defaults: values persisted in the state dir win), log_level,
-model, vendor, serial, firmware.
+model, vendor, serial, firmware, stop_stdin (MicroPython: a line on stdin asks
+for the clean stop).
 
 The state dir is the station's flash; starting again with the same dir is a
-reboot. SIGINT/SIGTERM: close the connection cleanly, exit 0.
+reboot. SIGINT/SIGTERM (CPython), a line on stdin (MicroPython with
+stop_stdin) or KeyboardInterrupt: close the connection cleanly, exit 0.
 """
 
 import sys
@@ -165,6 +167,20 @@ async def _external_limits(st, plan):
             log.error(_TAG, "external limit: %s" % e)
 
 
+async def _stop_on_stdin(st):
+    """MicroPython under tools/agent: a line on stdin asks for the clean stop (the
+    launcher's SIGINT/SIGTERM; see there why not SIGINT). EOF: the launcher is
+    gone, and the power cut (PR_SET_PDEATHSIG) follows: nothing to do."""
+    try:
+        line = await asyncio.StreamReader(getattr(sys.stdin, "buffer", sys.stdin)).readline()
+    except Exception as e:
+        log.warn(_TAG, "stop requests on stdin not read: %s" % e)
+        return
+    if line:
+        log.info(_TAG, "stop requested; closing the connection")
+        st.stop()
+
+
 async def _run(st, cfg):
     if sys.implementation.name != "micropython":
         import signal
@@ -172,6 +188,8 @@ async def _run(st, cfg):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, st.stop)
+    elif cfg.get("stop_stdin"):
+        asyncio.create_task(_stop_on_stdin(st))
     if cfg.get("external_limits"):
         asyncio.create_task(_external_limits(st, cfg["external_limits"]))
     await st.run()

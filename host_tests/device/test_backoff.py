@@ -42,6 +42,17 @@ def test_random_part_is_used():
     assert len(firsts) > 10
 
 
+def test_random_part_does_not_follow_the_global_generator():
+    # Two stations whose code seeded `random` alike (the host board does, for its
+    # noise) must still draw different waits: a fleet must not reconnect in step.
+    runs = []
+    for _ in range(2):
+        random.seed(1)
+        b = backoff.Backoff(0, 10, 3)
+        runs.append(seq(b, 4))
+    assert runs[0] != runs[1], runs
+
+
 def test_injected_random_is_exact():
     calls = []
 

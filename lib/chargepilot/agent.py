@@ -526,12 +526,12 @@ class Agent:
             if sock is None:
                 wait = self.backoff.next_wait_ms()
                 log.warn(_TAG, "connect to %s failed: %s; retry in %d ms" % (self.url, why, wait))
-                await self._sleep(wait)
+                await self._backoff_sleep(wait)
                 continue
             if sock.subprotocol != "ocpp2.0.1":
                 log.warn(_TAG, "CSMS did not accept subprotocol ocpp2.0.1 (%r)" % sock.subprotocol)
                 await self._close(sock)
-                await self._sleep(self.backoff.next_wait_ms())
+                await self._backoff_sleep(self.backoff.next_wait_ms())
                 continue
             self._attempt_done(None)
             self.backoff.reset()
@@ -546,8 +546,20 @@ class Agent:
             if not self._stop.is_set():
                 wait = self.backoff.next_wait_ms()
                 log.info(_TAG, "connection lost; reconnect in %d ms" % wait)
-                await self._sleep(wait)
+                await self._backoff_sleep(wait)
         log.info(_TAG, "stopped")
+
+    async def _backoff_sleep(self, ms):
+        """The reconnect back-off: all of `ms`, only stop() ends it early. A message
+        queued meanwhile (queue_call wakes the loops) must not: the randomised wait
+        is what keeps a fleet from reconnecting at once, e.g. when one schedule
+        step queues a TransactionEvent on every station at the same second."""
+        deadline = time.ticks_add(time.ticks_ms(), ms)
+        while not self._stop.is_set():
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0:
+                return
+            await self._sleep(left)
 
     async def _close(self, sock):
         try:

@@ -11,6 +11,7 @@ All values are int seconds; `next_wait_ms()` gives the int milliseconds to
 sleep (the random part has millisecond resolution).
 """
 
+import os
 import random
 
 from micropython import const
@@ -59,5 +60,10 @@ class Backoff:
 
 
 def _randbelow(n):
-    # random.getrandbits is limited to 32 bits on MicroPython; n is far below 2**30.
-    return random.getrandbits(30) % n
+    # From the OS / hardware RNG, not the global `random` generator: a module that
+    # seeds that one (the host board simulation does, for its noise) would give
+    # every station of a fleet the same "random" waits. n is far below 2**30.
+    try:
+        return int.from_bytes(os.urandom(4), "little") % n
+    except Exception:  # a port without urandom
+        return random.getrandbits(30) % n
