@@ -626,6 +626,21 @@ def test_ended_already_queued_is_not_sent_twice():
         r4 = _rebooted(path)
         assert r4.txs.recover(broken())[0] == [(1, r3.txs.transaction_id(1))]
         assert r4.events()[0]["seqNo"] == 8
+
+        # events of the transaction still queued: the Ended follows the last one
+        # exactly (every later event would be queued too), not the reservation
+        r5 = Rig(tx=True, state_path=path)
+        r5.txs.recover()
+        r5.board.ev(1).plug()
+        r5.run(500)
+        r5.board.ev(1).charge()
+        r5.run(500)
+        evs = r5.events()
+        assert [p["seqNo"] for p in evs] == [0, 1]
+        r6 = _rebooted(path)
+        got, problems = r6.txs.recover([(9, "TransactionEvent", evs[1])])
+        assert got == [(1, r5.txs.transaction_id(1))] and problems == []
+        assert r6.events()[0]["seqNo"] == 2  # no gap
     finally:
         rmtree(d)
 

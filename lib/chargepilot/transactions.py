@@ -399,7 +399,11 @@ class Transactions:
             if q[1]:
                 log.info(_TAG, "transaction %s: its Ended is already queued" % tid)
                 continue
-            seq = r[txstate.SEQ] if r[txstate.SEQ] > q[0] else q[0] + 1
+            # Every event goes through the outbox (FIFO, acknowledged ones leave it):
+            # with one of the transaction still queued, every later one is queued too,
+            # so the last seqNo used is known exactly; only when all were acknowledged
+            # does the reservation decide (a gap of at most seq_block - 1).
+            seq = q[0] + 1 if q[0] >= 0 else r[txstate.SEQ]
             stamp = self._stamp(now if now is not None else r[txstate.AT])
             if now is None and q[2] > stamp:
                 stamp = q[2]  # never before an event of the transaction still queued

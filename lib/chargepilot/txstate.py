@@ -23,9 +23,10 @@ write then costs 0.06-0.2 block erases instead of 1, `tools/bench txstate`).
   written *before* the event that would reach it is queued, and reserves the
   next `block` numbers (Transactions(seq_block=8)): a transaction writes once
   when it starts, once per `block` events and once when it ends. The price is
-  a gap of at most `block - 1` seqNos before a PowerLoss Ended (the CSMS sees
-  the numbering go on, never a number twice). seq_block=1 writes on every event
-  and leaves no gap.
+  a gap of at most `block - 1` seqNos before a PowerLoss Ended when none of the
+  transaction's events was still queued (with one queued, the outbox gives the
+  last seqNo exactly). The CSMS sees the numbering go on, never a number twice.
+  seq_block=1 writes on every event and leaves no gap.
 * `start`, `at`: the start time and the last known time (seconds since 2020,
   null while the clock was unknown) at the last write; `at` stamps the Ended
   when the clock is not known yet at boot. `state`: the chargingState at the
