@@ -194,6 +194,28 @@ class AgentProcess:
             self._log.close()
         return rc
 
+    def runtime_pid(self):
+        """The runtime process the launcher started (micropython or python
+        agent_main.py): its own session and process group, so killpg() on it is
+        a power cut of the station alone."""
+        kids = []
+        for _ in range(100):
+            kids = []
+            for d in os.listdir("/proc"):
+                if d.isdigit():
+                    try:
+                        with open("/proc/%s/stat" % d) as f:
+                            stat = f.read()
+                    except OSError:
+                        continue
+                    if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                        kids.append(int(d))
+            if len(kids) == 1:
+                assert os.getpgid(kids[0]) == kids[0], kids
+                return kids[0]
+            time.sleep(0.05)
+        raise AssertionError("no single runtime child of %d: %r" % (self.proc.pid, kids))
+
     def kill(self):
         """A power cut: SIGKILL (the child dies with the launcher)."""
         if self.proc is not None and self.proc.poll() is None:

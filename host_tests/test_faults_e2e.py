@@ -306,25 +306,6 @@ class FaultProxy:
         self._sel.close()
 
 
-def _runtime_child(launcher_pid):
-    """The runtime process tools/agent started (its own session/process group)."""
-    for _ in range(100):
-        kids = []
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    with open("/proc/%s/stat" % d) as f:
-                        stat = f.read()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == launcher_pid:
-                    kids.append(int(d))
-        if len(kids) == 1:
-            return kids[0]
-        time.sleep(0.05)
-    raise AssertionError("no single runtime child of %d: %r" % (launcher_pid, kids))
-
-
 # ------------------------------------------------------------ the rig
 
 _WAIT_RE = re.compile(r"(connection lost; reconnect|retry) in (\d+) ms")
@@ -1035,7 +1016,7 @@ def test_reboot_while_offline(rig_factory, runtime, record_property):
     assert len(first_waits) >= 3 and first_waits[1] >= 2 * first_waits[0], first_waits
     time.sleep(0.3)
     t_cut = time.monotonic()
-    child = _runtime_child(rig.ag.proc.pid)
+    child = rig.ag.runtime_pid()
     os.killpg(child, signal.SIGKILL)  # the power is cut: no clean anything
     rig.ag.proc.wait(10)
     rig.ag.stop()

@@ -951,23 +951,6 @@ def test_smart_charging_variables_read_set_and_persisted(rig):
 
 # ------------------------------------------------------------ 8. power cut after Accepted
 
-def _runtime_child(launcher_pid):
-    """The runtime process tools/agent started (micropython or python agent_main.py)."""
-    kids = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open("/proc/%s/stat" % d) as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == launcher_pid:
-                kids.append(int(d))
-    assert len(kids) == 1, kids
-    assert os.getpgid(kids[0]) == kids[0]  # its own session and process group
-    return kids[0]
-
-
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_sigkill_right_after_accepted_keeps_the_profile(rig):
     """The power goes 0-50 ms after the CSMS received Accepted: the reboot on the
@@ -1002,7 +985,7 @@ def test_sigkill_right_after_accepted_keeps_the_profile(rig):
     rig.start()
     want = {}
     for delay, cp in steps:
-        plan.update(delay=delay, pgid=_runtime_child(rig.ag.proc.pid), armed=True)
+        plan.update(delay=delay, pgid=rig.ag.runtime_pid(), armed=True)
         evse = 0 if cp["chargingProfilePurpose"] == "ChargingStationMaxProfile" else 1
         rig.install(evse, cp)
         want[cp["id"]] = (evse, "CSO", rig.sent[cp["id"]])

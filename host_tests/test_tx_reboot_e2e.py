@@ -22,23 +22,6 @@ FAST = {"RetryBackOffWaitMinimum": "0", "RetryBackOffRandomRange": "0", "Message
 EV = ["--simulate-ev", "1"]
 
 
-def _runtime_child(launcher_pid):
-    """The runtime process tools/agent started (micropython or python agent_main.py)."""
-    kids = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open("/proc/%s/stat" % d) as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == launcher_pid:
-                kids.append(int(d))
-    assert len(kids) == 1, kids
-    assert os.getpgid(kids[0]) == kids[0]  # its own session and process group
-    return kids[0]
-
-
 def tx_events(csms, tid=None):
     return [f.payload for f in csms.calls("TransactionEvent")
             if tid is None or f.payload["transactionInfo"]["transactionId"] == tid]
@@ -76,7 +59,7 @@ class Boot:
         return new()[-1]["transactionInfo"]["transactionId"]
 
     def power_cut(self):
-        os.killpg(_runtime_child(self.ag.proc.pid), signal.SIGKILL)
+        os.killpg(self.ag.runtime_pid(), signal.SIGKILL)
         rc = self.ag.proc.wait(10)
         assert rc == 128 + signal.SIGKILL, (rc, self.ag.log)
         self.ag.stop()
