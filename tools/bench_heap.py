@@ -167,6 +167,22 @@ def rom_main(image, names):
     return 0
 
 
+def rom_scenario_main(image, threshold=0):
+    """The scenario with every module (agent and fake CSMS) imported from a ROMFS
+    image: bytecode used in place, as a board runs code frozen or on its ROMFS
+    partition. The unix port has no flash, so the image is read into one heap
+    block first; the CPython side subtracts its size."""
+    import os
+    import vfs
+
+    buf = bytearray(os.stat(image)[6])
+    with open(image, "rb") as f:
+        f.readinto(buf)
+    vfs.mount(vfs.VfsRom(buf), "/rom")
+    sys.path[:] = ["/rom/lib", "/rom/host", "/rom/harness", ".frozen"]
+    return scenario_main(threshold)
+
+
 def _romfs_image(build, path):
     """A ROMFS image of build/lib and build/host (mpremote's writer); False if
     mpremote is not installed."""
@@ -189,7 +205,7 @@ def _romfs_image(build, path):
                 with open(full, "rb") as f:
                     w.mkfile(name, f.read())
 
-    for top in ("lib", "host"):
+    for top in ("lib", "host", "harness"):
         w.opendir(top)
         add(os.path.join(build, top))
         w.closedir()
@@ -248,23 +264,24 @@ class Runner:
             return False, "", "timeout"
         return p.returncode == 0, p.stdout, p.stderr
 
-    def passes(self, kb, threshold=0):
-        ok, out, _err = self.run(kb, ["scenario", str(threshold)])
+    def passes(self, kb, threshold=0, rom=None):
+        args = ["scenario", str(threshold)] if rom is None else ["romscenario", rom, str(threshold)]
+        ok, out, _err = self.run(kb, args)
         return ok and "HEAP ok" in out
 
-    def smallest(self, threshold=0, repeats=3):
+    def smallest(self, threshold=0, repeats=3, rom=None):
         """(smallest passing KB, the largest failing one below it): bisection,
         then confirmed with repeats (ids, timing and so the GC pattern vary)."""
         lo, hi = LO, HI
-        if self.passes(lo, threshold):
+        if self.passes(lo, threshold, rom):
             return lo, None
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if self.passes(mid, threshold):
+            if self.passes(mid, threshold, rom):
                 hi = mid
             else:
                 lo = mid
-        while not all(self.passes(hi, threshold) for _ in range(repeats)):
+        while not all(self.passes(hi, threshold, rom) for _ in range(repeats)):
             lo = hi
             hi += 1
         return hi, lo
@@ -385,6 +402,15 @@ def cpython_main(argv):
               "bytes: the smallest heap minus every module's import cost (data + peaks + "
               "fragmentation, 64-bit)")
         if code_rom is not None:
+            size = os.path.getsize(image)
+            hi_r, lo_r = run.smallest(GC_THRESHOLD, repeats, rom=image)
+            _emit("heap.min_heapsize_romfs", hi_r,
+                  "KB heapsize with every module on a ROMFS image and gc.threshold(%d); "
+                  "%dK fails; includes the image itself (%d bytes, one block)"
+                  % (GC_THRESHOLD, lo_r, size))
+            _emit("heap.min_heap_romfs_minus_image", hi_r * 1024 - size,
+                  "bytes: that heap minus the image, i.e. with the bytecode in flash as on a "
+                  "board (agent + fake CSMS objects, data, peaks; 64-bit)")
             _emit("heap.data_part_plus_romfs_objects", used - code_all + code_rom,
                   "bytes: data part + the agent's RAM objects with its bytecode in flash")
         _emit("heap.runs", run.runs, "unix-port processes")
@@ -400,4 +426,6 @@ if __name__ == "__main__":
         sys.exit(bare_main(sys.argv[2:]))
     if len(sys.argv) > 2 and sys.argv[1] == "rom":
         sys.exit(rom_main(sys.argv[2], sys.argv[3:]))
+    if len(sys.argv) > 2 and sys.argv[1] == "romscenario":
+        sys.exit(rom_scenario_main(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0))
     sys.exit(scenario_main(int(sys.argv[2]) if len(sys.argv) > 2 else 0))
