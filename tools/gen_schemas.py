@@ -74,6 +74,7 @@ MESSAGES = (
     "ChangeAvailability",
     "GetBaseReport",
     "NotifyReport",
+    "SetNetworkProfile",
 )
 KINDS = ("Request", "Response")
 

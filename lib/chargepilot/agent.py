@@ -11,6 +11,11 @@ by CALL timeouts; reconnects use the RetryBackOff variables. After a reconnect
 BootNotification is only sent again when it was never Accepted or its content
 changed (Part 4 §5.3); then StatusNotification (all connectors after more than
 OfflineThreshold offline, else the changed ones) and a Heartbeat.
+
+Where it connects: the first slot of OCPPCommCtrlr.NetworkConfigurationPriority
+(netprofile.py: SetNetworkProfile slots; slot 1 without stored data is `cfg`'s
+url with SecurityProfile and MessageTimeout). A new priority is tried from the
+next connection attempt and rolled back like new credentials (_attempt_done).
 """
 
 import asyncio
@@ -18,7 +23,7 @@ import time
 
 from micropython import const
 
-from chargepilot import backoff, errors, handlers_core, log, rpc, ws
+from chargepilot import backoff, errors, handlers_core, log, netprofile, rpc, ws
 
 _TAG = "agent"
 _MIN_RETRY_S = const(10)  # own anti-flood wait when the CSMS sends interval 0 (B02.FR.07)
@@ -247,10 +252,11 @@ def _load_client_cert(ctx, certs, key):
 
 class Agent:
     """`cfg` keys: url (CSMS endpoint without identity), model, vendor, serial (opt),
-    firmware; `dm` a variables.DeviceModel; `clock` a clock.Clock; `board` (opt).
+    firmware; `dm` a variables.DeviceModel; `clock` a clock.Clock; `board` (opt);
+    `networks` a netprofile.NetworkProfiles (default: one in memory, not persisted).
     """
 
-    def __init__(self, cfg, dm, clock, board=None, ssl_context=None, rand=None):
+    def __init__(self, cfg, dm, clock, board=None, ssl_context=None, rand=None, networks=None):
         self.cfg = cfg
         self.dm = dm
         self.clock = clock
@@ -267,6 +273,19 @@ class Agent:
                                        dm.get("RetryBackOffRepeatTimes"), rand)
         dm.on_change = self._var_changed
         self.handlers = handlers_core.make(self)
+        # network profiles (B09/B10): SetNetworkProfile, NetworkConfigurationPriority
+        self.networks = networks if networks is not None else netprofile.NetworkProfiles(None)
+        for k, fn in netprofile.make(self).items():
+            self.handlers[k] = fn
+        if dm.checks.get(netprofile.PRIORITY) is None:
+            dm.checks[netprofile.PRIORITY] = self._check_priority_set
+        dm.set_reader("ActiveNetworkProfile", self._active_slot)
+        self._timeout_s = None  # messageTimeout of the stored slot in use (None: MessageTimeout)
+        self._profile = None  # security profile of the current connection
+        self._link = None  # (slot, url) of the last successful connection (B10.FR.10)
+        self.slot, conn = self._target()  # slot of the current (or last tried) connection
+        if conn is not None:
+            self.url = conn[0].rstrip("/") + "/" + quote(self.identity)
         self.registration = None  # None | "Accepted" | "Pending" | "Rejected"
         self.boot_reason = cfg.get("boot_reason", "PowerUp")
         self._accepted_boot = None  # the chargingStation that was Accepted
@@ -429,8 +448,9 @@ class Agent:
         except asyncio.TimeoutError:
             return False
 
-    def _headers(self):
-        if self.dm.get("SecurityProfile") == 3:
+    def _headers(self, profile=None):
+        p = self.dm.get("SecurityProfile") if profile is None else profile
+        if p == 3:
             return None  # profile 3: the client certificate authenticates, no Basic auth
         pw = self.dm.get("BasicAuthPassword")
         if pw:
@@ -441,16 +461,18 @@ class Agent:
 
     _trial_failures = 0  # refused attempts with new credentials on trial
 
-    def security_problem(self, profile=None):
+    def security_problem(self, profile=None, url=None):
         """Why the station must not connect with `profile` (default: the configured
-        one) and its URL/TLS context; None when it may. A profile 2/3 station never
-        uses ws:// or TLS that does not verify the CSMS (no downgrade)."""
+        one) to `url` (default: the current one) with its TLS context; None when it
+        may. A profile 2/3 station never uses ws:// or TLS that does not verify the
+        CSMS (no downgrade)."""
         p = self.dm.get("SecurityProfile") if profile is None else profile
+        url = self.url if url is None else url
         ctx = self.ssl_context
         if p >= 2:
-            if self.url[:6].lower() != "wss://":
+            if url[:6].lower() != "wss://":
                 return ("security profile %d needs a wss:// CSMS URL; refusing %s (no downgrade)"
-                        % (p, self.url.split("://", 1)[0] + "://"))
+                        % (p, url.split("://", 1)[0] + "://"))
             if ctx is None or not _verifies(ctx):
                 return ("security profile %d needs TLS that verifies the CSMS certificate and host "
                         "name against a CA; refusing unverified TLS (no downgrade)" % p)
@@ -469,14 +491,68 @@ class Agent:
             raise ValueRejected("ValueTooLow", "SecurityProfile %d -> %d is a downgrade; refused"
                                 % (cur, v))
         if v > cur:
-            problem = self.security_problem(v)
+            slot, _conn = self._target()
+            if self.networks.get(slot) is not None:
+                raise ValueRejected("InvalidValue", "the connection uses network profile slot %d: "
+                                    "its securityProfile applies (SetNetworkProfile)" % slot)
+            problem = self.security_problem(v, self.cfg["url"])
             if problem is not None:
                 raise ValueRejected("InvalidValue", problem)
+
+    # ------------------------------------------------------------ network profiles (B09, B10)
+
+    def connection(self, slot):
+        """(CSMS URL without identity, security profile, messageTimeout s or None) of
+        network profile `slot`, None when it is empty. Slot 1 without stored data is
+        the station's own configuration (cfg url, SecurityProfile, MessageTimeout)."""
+        d = self.networks.get(slot)
+        if d is not None:
+            return d["ocppCsmsUrl"], d["securityProfile"], d["messageTimeout"]
+        if slot == 1:
+            return self.cfg["url"], self.dm.get("SecurityProfile"), None
+        return None
+
+    def _target(self):
+        """(slot, connection(slot)) the next attempt uses: NetworkConfigurationPriority's first."""
+        slot = netprofile.slots_of(self.dm.get(netprofile.PRIORITY))[0]
+        return slot, self.connection(slot)
+
+    def _check_priority_set(self, v):
+        netprofile.check_priority(self, v)
+
+    def _active_slot(self):
+        return self.slot
+
+    def message_timeout_s(self):
+        """The connection's message timeout: its stored slot's messageTimeout, else
+        OCPPCommCtrlr.MessageTimeout."""
+        t = self._timeout_s
+        return t if t else self.dm.get("MessageTimeout")
+
+    def _connected(self):
+        """After a successful connection: another network profile than the last
+        connection's means registering again (B10.FR.10); a higher security profile
+        is the station's from now on (never lowered again)."""
+        link = (self.slot, self.url)
+        if self._link is not None and self._link != link:
+            log.info(_TAG, "connected through network profile slot %d: BootNotification again"
+                     % self.slot)
+            self._accepted_boot = None
+        self._link = link
+        p = self._profile
+        if p is not None and p > self.dm.get("SecurityProfile"):
+            try:
+                self.dm.set_local("SecurityProfile", p)
+                log.info(_TAG, "security profile %d from network profile slot %d is the station's "
+                         "now" % (p, self.slot))
+            except (ValueError, OSError) as e:
+                log.error(_TAG, "security profile %d not stored: %s" % (p, e))
 
     def _attempt_done(self, why):
         """After a connection attempt (why None = connected): end or count a trial of new
         credentials. Only refusals count (the CSMS or the TLS layer said no, or the
-        station's own checks did); an unreachable CSMS says nothing about them."""
+        station's own checks did); an unreachable CSMS says nothing about them, except
+        when a new NetworkConfigurationPriority (a new CSMS URL) is on trial."""
         names = self.dm.trial_keys()
         if not names:
             return
@@ -486,8 +562,8 @@ class Agent:
             self._trial_failures = 0
             log.info(_TAG, "connected with the new %s; kept" % names)
             return
-        if "TCP connect" in why:
-            return
+        if "TCP connect" in why and netprofile.PRIORITY not in names:
+            return  # a new CSMS URL (priority) must be reachable: then it counts
         n = self._trial_failures + 1
         limit = self.dm.get("NetworkProfileConnectionAttempts")
         if n < limit:
@@ -504,16 +580,30 @@ class Agent:
         """One connection attempt -> (WebSocket, None) or (None, why). Never raises."""
         if self.dm.checks.get("SecurityProfile") is None:
             self.dm.checks["SecurityProfile"] = self._check_profile_set
-        why = self.security_problem()
-        if why is not None:
-            why = "not connecting: " + why
+        slot, conn = self._target()
+        if conn is None and netprofile.PRIORITY not in self.dm.trial_keys():
+            # the slot's data was lost (file set aside): never strand the station
+            log.warn(_TAG, "network profile slot %d is empty; using the configured CSMS" % slot)
+            slot, conn = 0, (self.cfg["url"], self.dm.get("SecurityProfile"), None)
+        self.slot = slot
+        if conn is None:
+            why = ("not connecting: network profile slot %d (NetworkConfigurationPriority) is empty"
+                   % slot)
         else:
-            try:
-                sock = await ws.connect(self.url, ("ocpp2.0.1",), self._headers(), self.ssl_context,
-                                        timeout_ms=self.dm.get("MessageTimeout") * 1000)
-                return sock, None
-            except Exception as e:  # WebSocketError, OSError, MemoryError...
-                why = explain(e, self.ssl_context)
+            self.url = conn[0].rstrip("/") + "/" + quote(self.identity)
+            self._timeout_s = conn[2]
+            ctx = self.ssl_context if self.url[:6].lower() == "wss://" else None
+            why = self.security_problem(conn[1], self.url)
+            if why is not None:
+                why = "not connecting: " + why
+            else:
+                try:
+                    sock = await ws.connect(self.url, ("ocpp2.0.1",), self._headers(conn[1]), ctx,
+                                            timeout_ms=self.message_timeout_s() * 1000)
+                    self._profile = conn[1]
+                    return sock, None
+                except Exception as e:  # WebSocketError, OSError, MemoryError...
+                    why = explain(e, ctx)
         self._attempt_done(why)
         return None, why
 
@@ -534,6 +624,7 @@ class Agent:
                 await self._backoff_sleep(self.backoff.next_wait_ms())
                 continue
             self._attempt_done(None)
+            self._connected()
             self.backoff.reset()
             self.connections += 1
             try:
@@ -569,7 +660,7 @@ class Agent:
 
     async def _session(self, sock):
         self._ws = sock
-        r = rpc.Rpc(sock, self.handlers, call_timeout_ms=self.dm.get("MessageTimeout") * 1000,
+        r = rpc.Rpc(sock, self.handlers, call_timeout_ms=self.message_timeout_s() * 1000,
                     on_frame=self._frame, gate=self._gate)
         self.rpc = r
         reader = asyncio.create_task(self._read(r))
@@ -609,7 +700,7 @@ class Agent:
             except Exception:
                 return
             sent = time.ticks_ms()
-            timeout = self.dm.get("MessageTimeout") * 1000
+            timeout = self.message_timeout_s() * 1000
             while time.ticks_diff(sock.last_rx_ms, sent) < 0:
                 if time.ticks_diff(time.ticks_ms(), sent) > timeout:
                     log.warn(_TAG, "no pong within %d ms: connection is dead" % timeout)

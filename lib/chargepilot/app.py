@@ -19,7 +19,8 @@ import os
 
 from micropython import const
 
-from chargepilot import agent, control, log, outbox, profiles, smart, station, store, transactions
+from chargepilot import (agent, control, log, netprofile, outbox, profiles, smart, station, store,
+                         transactions)
 
 _TAG = "app"
 # Messages that must not be lost wait in flash (outbox.py): at most this many.
@@ -62,7 +63,9 @@ class Station:
         self.watchdog_ms = watchdog_ms
         self.clock = clock
         self.board = board
-        self.agent = agent.Agent(acfg, dm, clock, board, ssl_context)
+        # SetNetworkProfile slots (B09), kept in the state dir; read before the first connection
+        self.networks = netprofile.NetworkProfiles(state_dir)
+        self.agent = agent.Agent(acfg, dm, clock, board, ssl_context, networks=self.networks)
         self.cfg = smart_config(dm, board, supply_voltage)
         self.profiles = profiles.ProfileSet(self.cfg.max_entries)
         self.store = store.ProfileStore(state_dir + "/profiles", self.cfg.max_entries,
@@ -132,6 +135,8 @@ class Station:
                 self.smart._forget(p.id)
         for name, reason in txp:
             log.warn(_TAG, "running transactions: %s: %s" % (name, reason))
+        # (logged by netprofile when it loaded)
+        nets = [(netprofile.FILE, reason) for reason in self.networks.problems]
         log.info(_TAG, "%d profiles installed from flash, %d messages waiting to be sent"
                  % (len(self.profiles), len(self.outbox)))
         # Reported through the outbox itself: in flash now, sent once when online.
@@ -144,7 +149,10 @@ class Station:
         for name, reason in txp:
             self._notify_event({"name": "TxCtrlr"}, "Problem", "true",
                                "running transactions %s: %s" % (name, reason))
-        return problems + queued + txp
+        for name, reason in nets:
+            self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
+                               "network profiles: %s" % reason)
+        return problems + queued + txp + nets
 
     def _queued(self):
         # the outbox's messages one at a time; an unreadable one ends the walk

@@ -7,7 +7,8 @@ Every variable is one row of `TABLE` (data, not code per variable):
 * key: short internal name the agent uses (`dm.get("HeartbeatInterval")`).
 * type: "integer" (lo..hi), "boolean", "decimal" (stored as int tenths; lo..hi in
   tenths; at most one fractional digit), "string" (length lo..hi),
-  "MemberList" (comma list of the allowed members in `lo`).
+  "MemberList" (comma list of the allowed members in `lo`),
+  "SequenceList" (ordered comma list of distinct members of `lo`, at least one).
 * mutability: _RO, _RW, _WO.
 * default: typed value; the station's own capabilities (ProfileStackLevel...)
   come from the config passed to DeviceModel and replace the default.
@@ -16,8 +17,9 @@ Every variable is one row of `TABLE` (data, not code per variable):
 
 Persistence: `<state>/settings.json` = {"version": 1, "values": {"Comp/Var[Inst]": "text"}}
 written atomically (plus "fallback": {"Comp/Var": "text" or null} while a new
-BasicAuthPassword/SecurityProfile is on trial, see TRIAL_KEYS; null = the value
-came from the configuration, not the file). Values are kept as their OCPP strings and re-checked on load;
+BasicAuthPassword/SecurityProfile/NetworkConfigurationPriority is on trial, see
+TRIAL_KEYS; null = the value came from the configuration, not the file).
+Values are kept as their OCPP strings and re-checked on load;
 entries this firmware does not know or cannot use are kept in the file (and
 logged), never dropped. A file that is not valid JSON is set aside as
 `settings.json.bad`, `settings.json.1.bad`, ... (never deleted) and the defaults are used.
@@ -45,6 +47,9 @@ _REBOOT = REBOOT
 
 _MUT_NAMES = {_RO: "ReadOnly", _RW: "ReadWrite", _WO: "WriteOnly"}
 
+# The network profile slots (valuesList of NetworkConfigurationPriority; netprofile.py).
+NETWORK_SLOTS = "1,2,3"
+
 TABLE = (
     # OCPPCommCtrlr (Part 2 §2, Part 4 §8)
     ("HeartbeatInterval", "OCPPCommCtrlr", "HeartbeatInterval", None,
@@ -65,6 +70,13 @@ TABLE = (
     # SecurityProfile is rolled back to the previous value (like B10's fallback)
     ("NetworkProfileConnectionAttempts", "OCPPCommCtrlr", "NetworkProfileConnectionAttempts",
      None, "integer", _RW, 3, 1, 100, _PERSIST),
+    # B09/B10: the network profile slots (netprofile.py) in the order the agent
+    # uses them; it connects with the first. A new value is a trial (TRIAL_KEYS).
+    ("NetworkConfigurationPriority", "OCPPCommCtrlr", "NetworkConfigurationPriority", None,
+     "SequenceList", _RW, "1", NETWORK_SLOTS, 0, _PERSIST),
+    # the slot of the current (or last tried) connection; the agent supplies it
+    ("ActiveNetworkProfile", "OCPPCommCtrlr", "ActiveNetworkProfile", None,
+     "integer", _RO, 1, 0, 3, 0),
     # SmartChargingCtrlr (spec digest §2)
     ("SmartChargingEnabled", "SmartChargingCtrlr", "Enabled", None,
      "boolean", _RW, True, 0, 0, _PERSIST),
@@ -122,10 +134,10 @@ DEFAULT_MAX_ENTRIES = 16
 
 SETTINGS_FILE = "settings.json"
 
-# Connection credentials: a new value set by the CSMS is a trial. settings.json
+# Connection settings: a new value set by the CSMS is a trial. settings.json
 # keeps the previous one under "fallback" (same atomic write) until the agent
 # ends the trial: connected -> kept, refused -> the previous value is restored.
-TRIAL_KEYS = ("BasicAuthPassword", "SecurityProfile")
+TRIAL_KEYS = ("BasicAuthPassword", "SecurityProfile", "NetworkConfigurationPriority")
 
 
 def ext_key(row):
@@ -195,6 +207,17 @@ def parse_value(row, text):
         for p in parts:
             if p not in allowed:
                 raise ValueRejected("InvalidValue", "%s: %r not in %s" % (row[2], p, lo))
+        return ",".join(parts)
+    if typ == "SequenceList":
+        allowed = lo.split(",")
+        parts = [p.strip() for p in text.split(",")]
+        seen = []
+        for p in parts:
+            if p not in allowed:
+                raise ValueRejected("InvalidValue", "%s: %r not in %s" % (row[2], p, lo))
+            if p in seen:
+                raise ValueRejected("InvalidValue", "%s: %s named twice" % (row[2], p))
+            seen.append(p)
         return ",".join(parts)
     raise ValueRejected("InternalError", "unknown type " + typ)
 

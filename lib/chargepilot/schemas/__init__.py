@@ -28,4 +28,5 @@ ACTIONS = (
     "ChangeAvailability",
     "GetBaseReport",
     "NotifyReport",
+    "SetNetworkProfile",
 )
