@@ -419,6 +419,9 @@ class Soak:
             if self.station == "full":
                 st = simcsms.make_station(state, sim, max_entries=self.slots + 4,
                                           fixed={"OfflineThreshold": 0})
+                # "reconnects at once": the agent's real-time floor between attempts
+                # (100 ms) would be minutes of simulated time here
+                st.agent.min_attempt_ms = 1
             else:
                 st = CoreStation(state, sim, csms, self.slots + 4)
             self.st = st

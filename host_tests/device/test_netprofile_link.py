@@ -247,3 +247,39 @@ async def lost_slot():
 def test_committed_priority_with_a_lost_slot_falls_back_to_the_configuration():
     scenario(lost_slot())
 
+
+async def refused_spin():
+    st = tmpdir("nps")
+    net = Net({A: Csms()})
+    ws.connect = net.connect
+    a = make(st, profile=2)  # ws:// with profile 2: refused by the station itself, no await
+    calls = []
+    check = a.security_problem
+
+    def counted(*args):
+        calls.append(1)
+        if len(calls) >= 50:  # a spinning loop would never let the ticker run: end it
+            a.stop()
+        return check(*args)
+
+    a.security_problem = counted
+    ticks = []
+
+    async def ticker():
+        while not a._stop.is_set():
+            ticks.append(1)
+            await asyncio.sleep_ms(10)
+
+    t = asyncio.create_task(ticker())
+    task = start(a)
+    await asyncio.sleep_ms(450)
+    await stop(a, task)
+    await t
+    assert net.tried == []  # never connected with the downgrade
+    # RetryBackOff 0 ms: still at least _MIN_ATTEMPT_MS (100 ms) between attempts
+    assert 2 <= len(calls) <= 6, len(calls)
+    assert len(ticks) >= 20, len(ticks)  # the rest of the station kept running
+
+
+def test_refusal_without_io_does_not_starve_the_event_loop():
+    scenario(refused_spin())

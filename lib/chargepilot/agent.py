@@ -27,6 +27,10 @@ from chargepilot import backoff, errors, handlers_core, log, netprofile, rpc, ws
 
 _TAG = "agent"
 _MIN_RETRY_S = const(10)  # own anti-flood wait when the CSMS sends interval 0 (B02.FR.07)
+# Between two connection attempts at least this long, whatever RetryBackOff says: a
+# refusal that awaits nothing (the station's own security checks) would otherwise
+# spin the event loop and starve the control loop that feeds the watchdog.
+_MIN_ATTEMPT_MS = const(100)
 _MAX_WAIT_S = const(86400)  # Pending/Rejected intervals longer than a day: retry after a day
 _STATUS = ("Available", "Occupied", "Reserved", "Unavailable", "Faulted")
 # pilot state -> connector status
@@ -460,6 +464,9 @@ class Agent:
     # ------------------------------------------------------------ security profiles (A00, A01)
 
     _trial_failures = 0  # refused attempts with new credentials on trial
+    # floor of the reconnect wait (_MIN_ATTEMPT_MS); a time-accelerated simulation,
+    # where 100 real ms are half a simulated hour, lowers it (never to 0: see there)
+    min_attempt_ms = _MIN_ATTEMPT_MS
 
     def security_problem(self, profile=None, url=None):
         """Why the station must not connect with `profile` (default: the configured
@@ -645,6 +652,8 @@ class Agent:
         queued meanwhile (queue_call wakes the loops) must not: the randomised wait
         is what keeps a fleet from reconnecting at once, e.g. when one schedule
         step queues a TransactionEvent on every station at the same second."""
+        if ms < self.min_attempt_ms:
+            ms = self.min_attempt_ms
         deadline = time.ticks_add(time.ticks_ms(), ms)
         while not self._stop.is_set():
             left = time.ticks_diff(deadline, time.ticks_ms())
