@@ -15,22 +15,6 @@ N_OFFLINE = 50
 N_ONLINE = 20
 
 
-def _reexec_under_micropython():
-    import os
-    import subprocess
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if not os.path.exists(exe):
-        sys.stderr.write("bench_outbox: needs the micropython unix port next to %s\n"
-                         % sys.executable)
-        return 2
-    env = dict(os.environ)
-    env["MICROPYPATH"] = ".frozen:%s/lib:%s/boards/host:%s/tools" % (root, root, root)
-    return subprocess.call([exe, "-X", "heapsize=2M", os.path.abspath(__file__)], env=env,
-                           cwd=root)
-
-
 def event(seq):
     return {"eventType": "Updated", "timestamp": "2026-03-01T12:%02d:%02dZ" % (seq // 60 % 60,
                                                                                seq % 60),
@@ -110,5 +94,9 @@ def main():
 
 if __name__ == "__main__":
     if sys.implementation.name != "micropython":
-        sys.exit(_reexec_under_micropython())
+        import os
+
+        import mprun
+
+        sys.exit(mprun.reexec(os.path.abspath(__file__)))
     main()

@@ -19,20 +19,6 @@ BLOCK = 4096
 N_BLOCKS = 64  # 256 KB device
 
 
-def _reexec_under_micropython():
-    import os
-    import subprocess
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if not os.path.exists(exe):
-        sys.stderr.write("bench_store: needs the micropython unix port next to %s\n" % sys.executable)
-        return 2
-    env = dict(os.environ)
-    env["MICROPYPATH"] = ".frozen:%s/lib:%s/boards/host" % (root, root)
-    return subprocess.call([exe, "-X", "heapsize=2M", os.path.abspath(__file__)], env=env, cwd=root)
-
-
 class CountingFlash:
     """RAM block device that counts what reaches the flash."""
 
@@ -167,5 +153,9 @@ def main():
 
 if __name__ == "__main__":
     if sys.implementation.name != "micropython":
-        sys.exit(_reexec_under_micropython())
+        import os
+
+        import mprun
+
+        sys.exit(mprun.reexec(os.path.abspath(__file__)))
     main()

@@ -16,22 +16,6 @@ N = 50
 TID = "cff0e3d-7b483069-1-%d"  # transactions.py's own id format: 20 characters
 
 
-def _reexec_under_micropython():
-    import os
-    import subprocess
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if not os.path.exists(exe):
-        sys.stderr.write("bench_txstate: needs the micropython unix port next to %s\n"
-                         % sys.executable)
-        return 2
-    env = dict(os.environ)
-    env["MICROPYPATH"] = ".frozen:%s/lib:%s/boards/host:%s/tools" % (root, root, root)
-    return subprocess.call([exe, "-X", "heapsize=2M", os.path.abspath(__file__)], env=env,
-                           cwd=root)
-
-
 def main():
     import os
 
@@ -84,5 +68,9 @@ def main():
 
 if __name__ == "__main__":
     if sys.implementation.name != "micropython":
-        sys.exit(_reexec_under_micropython())
+        import os
+
+        import mprun
+
+        sys.exit(mprun.reexec(os.path.abspath(__file__)))
     main()
