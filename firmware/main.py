@@ -145,12 +145,12 @@ def _read(path):
 
 
 def _ssl_context(cfg):
-    from chargepilot import agent
+    from chargepilot import tls
 
     if cfg["security_profile"] == 3:
-        return agent.ssl_context(_read(cfg["ca_file"]), _read(cfg["cert_file"]),
-                                 _read(cfg["key_file"]))
-    return agent.ssl_context(_read(cfg["ca_file"]))
+        return tls.ssl_context(_read(cfg["ca_file"]), _read(cfg["cert_file"]),
+                               _read(cfg["key_file"]))
+    return tls.ssl_context(_read(cfg["ca_file"]))
 
 
 def build_station(cfg, clk, board):

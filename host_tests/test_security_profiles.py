@@ -269,7 +269,7 @@ import asyncio
 import ssl
 import sys
 
-from chargepilot import agent, clock, variables
+from chargepilot import agent, clock, tls, variables
 
 MP = sys.implementation.name == "micropython"
 
@@ -296,7 +296,7 @@ def ctx_no_host_check():
 
 def verified():
     with open(sys.argv[1], "rb") as f:
-        return agent.ssl_context(f.read())
+        return tls.ssl_context(f.read())
 
 
 async def attempt(profile, url, ctx, password="p" * 16):

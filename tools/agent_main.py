@@ -31,7 +31,7 @@ import os
 
 import time
 
-from chargepilot import VERSION, agent, app, clock, log, variables
+from chargepilot import VERSION, app, clock, log, tls, variables
 
 _TAG = "main"
 # Collect after every 16 KB allocated: on a small heap fragmentation, not live
@@ -64,7 +64,7 @@ def _ssl_context(cfg):
 
     cert = read(cfg["cert"]) if cfg.get("cert") else None
     key = read(cfg["key"]) if cfg.get("key") else None
-    return agent.ssl_context(read(cfg["cafile"]), cert, key)
+    return tls.ssl_context(read(cfg["cafile"]), cert, key)
 
 
 def _no_downgrade(dm, cfg):
