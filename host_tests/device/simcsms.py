@@ -187,11 +187,15 @@ class FakeCsms:
                 text = None
                 kind = msg[0]
                 if kind == 2:
-                    resp = self._answer(msg[2], msg[3])
+                    # (one argument: a call with more would leave the payload in
+                    # this coroutine's value stack, which MicroPython's GC scans)
+                    resp = self._answer(msg)
+                    msg = None  # the CALL (e.g. a report of 3 profiles): not kept
                     try:
-                        await end.send(json.dumps([3, msg[1], resp]))
+                        await end.send(resp)
                     except Exception:
                         return
+                    resp = None
                     # the first station CALL of a connection (BootNotification, or
                     # StatusNotification/Heartbeat after a reconnect): usable from now on
                     if end is self.end and not end.closed and not self.accepted:
@@ -206,6 +210,7 @@ class FakeCsms:
                         slot[0].set()
                 else:
                     self._problem("bad frame type %r" % (kind,))
+                msg = slot = None  # nothing held while waiting for the next frame
         finally:
             if end is self.end:
                 self.online_ev.clear()
@@ -215,7 +220,11 @@ class FakeCsms:
                 if slot[2] is end and slot[1] is None:
                     slot[0].set()
 
-    def _answer(self, action, payload):
+    def _answer(self, msg):
+        """The answer frame (text) to the station CALL `msg`."""
+        return json.dumps([3, msg[1], self._answer_payload(msg[2], msg[3])])
+
+    def _answer_payload(self, action, payload):
         self.counts[action] = self.counts.get(action, 0) + 1
         if self.on_call is not None:
             self.on_call(action, payload)

@@ -206,6 +206,7 @@ class Rpc:
                     await self.ws.send(text)
                 except Exception as e:
                     raise Disconnected("%s not sent: %s" % (action, e))
+                text = None  # sent: not kept while the answer is awaited
                 try:
                     await asyncio.wait_for_ms(self._event.wait(), timeout_ms)
                 except asyncio.TimeoutError:
@@ -253,6 +254,10 @@ class Rpc:
 
     async def run(self):
         """Read and dispatch frames until the connection ends."""
+        # A one-argument call through a local: `self._dispatch(text)` would leave the
+        # frame text in a slot of this coroutine's value stack (scanned by
+        # MicroPython's GC) that nothing overwrites while the next frame is awaited.
+        dispatch = self._dispatch
         try:
             while True:
                 try:
@@ -261,9 +266,10 @@ class Rpc:
                     self.log.info(_TAG, "connection ended: %s" % e)
                     return
                 try:
-                    await self._dispatch(text)
+                    await dispatch(text)
                 except Exception as e:  # never let one frame end the reader
                     self.log.exception(_TAG, "frame dropped", e)
+                text = None  # not kept while waiting for the next frame
         finally:
             self.closed = True
             if self._waiting is not None and self._answer is None:

@@ -213,16 +213,24 @@ class SmartCharging:
             return {"status": "NoProfiles"}
         request_id = payload["requestId"]
 
+        async def send(report):
+            await self.call("ReportChargingProfiles", report)
+
         async def send_reports():
             for report in self.reports(request_id, found):
                 if not report["chargingProfile"]:
                     continue  # cleared meanwhile
                 try:
-                    await self.call("ReportChargingProfiles", report)
+                    # One argument: MicroPython's GC scans a coroutine's whole value
+                    # stack, and a call with more arguments (self.call(action, report))
+                    # leaves `report` in a slot nothing overwrites until the next
+                    # report is built: two reports' decoded profiles live at once.
+                    await send(report)
                 except Exception as e:
                     log.warn(_TAG, "ReportChargingProfiles %d not delivered: %s"
                              % (request_id, e))
                     return
+                report = None  # released before the next is read from flash
 
         return {"status": "Accepted"}, send_reports
 

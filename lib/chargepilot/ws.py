@@ -307,7 +307,9 @@ class WebSocket:
         """Send one text message."""
         if type(text) is not str:
             raise TypeError("send() takes a str")
-        await self._send_frame(F.OP_TEXT, text.encode())
+        # the str itself: F.encode makes the UTF-8 copy, which then dies with its
+        # call instead of staying in this coroutine's frame while the frame drains
+        await self._send_frame(F.OP_TEXT, text)
 
     async def ping(self, data=b"", timeout_ms=None):
         """Send a ping; a pong shows in last_pong_ms / last_rx_ms.

@@ -93,7 +93,10 @@ def header(opcode, n, fin=True, masked=True):
 
 
 def encode(opcode, payload, key, fin=True):
-    """One client frame (always masked with the 4-byte `key`) as a bytearray."""
+    """One client frame (always masked with the 4-byte `key`) as a bytearray.
+    `payload`: bytes, or a str (sent as UTF-8)."""
+    if type(payload) is str:
+        payload = payload.encode()
     n = len(payload)
     if opcode >= 8 and n > _MAX_CONTROL:
         raise WebSocketError("control frame payload over 125 bytes")
