@@ -378,23 +378,28 @@ def test_scenarios_cpython():
     check(results, seen)
 
 
-def test_scenarios_micropython(tmp_path):
-    """Each script in its own `micropython -X heapsize=100K` process, against the same servers.
-
-    The agent's modules load as .mpy, as a board runs them: compiling the
-    source on a 100 KB heap would measure the compiler, not the client."""
+def _mpy_path(tmp_path):
+    """MICROPYPATH of the device code compiled to .mpy under tmp_path: the agent
+    loads as a board runs it. Compiling the source inside a 100 KB heap would
+    measure the compiler, not the client (CI ran out of memory there once)."""
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import build
 
-    count, errors = build.compile_all(str(tmp_path / "mpy"))
+    out = tmp_path / "mpy"
+    count, errors = build.compile_all(str(out))
     assert count and not errors, errors
+    return ".frozen:%s/lib:%s/host" % (out, out)
+
+
+def test_scenarios_micropython(tmp_path):
+    """Each script in its own `micropython -X heapsize=100K` process, against the same servers."""
     scripts = []
     for i, text in enumerate((SCENARIOS, RPC_SCENARIO)):
         script = tmp_path / ("scenarios%d.py" % i)
         script.write_text(text + MPY_MAIN)
         scripts.append(str(script))
     env = dict(os.environ)
-    env["MICROPYPATH"] = ".frozen:%s/lib:%s/host" % (tmp_path / "mpy", tmp_path / "mpy")
+    env["MICROPYPATH"] = _mpy_path(tmp_path)
 
     async def main():
         outs = []
@@ -501,7 +506,7 @@ def test_wss_both_runtimes(tmp_path):
     script = tmp_path / "tls_client.py"
     script.write_text(TLS_CLIENT + TLS_MAIN)
     env = dict(os.environ)
-    env["MICROPYPATH"] = ".frozen:%s/lib:%s/boards/host" % (ROOT, ROOT)
+    env["MICROPYPATH"] = _mpy_path(tmp_path)
 
     async def echo(conn):
         async for msg in conn:
