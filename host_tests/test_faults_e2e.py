@@ -727,6 +727,26 @@ def hold_outage(rig, since, last_limit, restore, min_failed=2, timeout=40):
     restore()
 
 
+def _proxy_pass(rig):
+    rig.proxy.mode = "pass"
+
+
+def ride_out(rig, t_lost, restore, answered):
+    """After a fault that lost the connection at t_lost: hold the outage (failed
+    attempts), restore the CSMS side (`restore`; None: the proxy passes traffic
+    again), wait until the station is back and `answered` CALLs of it were
+    answered; then check the back-off waits, the pilot during the outage and the
+    TransactionEvents. Returns (t_back, waits, steps, te)."""
+    if restore is None:
+        restore = lambda: _proxy_pass(rig)  # noqa: E731
+    hold_outage(rig, rig.t_fault, 8, restore)
+    t_back = back_online(rig, t_lost)
+    waits = check_backoff(rig, rig.t_fault, t_back)
+    rig.wait_answered(answered)
+    windows = [(t_lost, t_back)]
+    return t_back, waits, check_pilot(rig, windows), check_transaction_events(rig, windows)
+
+
 # ------------------------------------------------------------ the faults
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -750,16 +770,7 @@ def test_drop_mid_call(rig_factory, runtime, record_property):
     assert not rig.csms.answers_to(unanswered.msg[1])
     rig.csms.csms.muted.discard(SID)
 
-    def restore():
-        rig.proxy.mode = "pass"
-
-    hold_outage(rig, rig.t_fault, 8, restore)
-    t_back = back_online(rig, t_lost)
-    waits = check_backoff(rig, rig.t_fault, t_back)
-    rig.wait_answered(4)
-    windows = [(t_lost, t_back)]
-    steps = check_pilot(rig, windows)
-    te = check_transaction_events(rig, windows)
+    t_back, waits, steps, te = ride_out(rig, t_lost, None, 4)
     assert te["resent"] == 1  # the unanswered copy, and only it
     assert te["queued"] == te["replayed"] == 2 and te["lost"] == 0
     assert len(rig.csms.calls("BootNotification")) == 1
@@ -789,16 +800,7 @@ def test_call_never_answered(rig_factory, runtime, record_property):
     assert took >= MESSAGE_TIMEOUT_S - LOG_JITTER_S, took  # it did wait MessageTimeout
     rig.csms.csms.muted.discard(SID)
 
-    def restore():
-        rig.proxy.mode = "pass"
-
-    hold_outage(rig, rig.t_fault, 8, restore)
-    t_back = back_online(rig, t_lost)
-    waits = check_backoff(rig, rig.t_fault, t_back)
-    rig.wait_answered(4)
-    windows = [(t_lost, t_back)]
-    steps = check_pilot(rig, windows)
-    te = check_transaction_events(rig, windows)
+    t_back, waits, steps, te = ride_out(rig, t_lost, None, 4)
     assert te["resent"] == 1 and te["queued"] == te["replayed"] == 2 and te["lost"] == 0
     finish(rig)
     record(record_property, runtime, "no_answer",
@@ -820,12 +822,7 @@ def test_handshake_never_completed(rig_factory, runtime, record_property):
     t_lost = rig.wait_log("connection lost; reconnect in", rig.t_fault, 10)[0]
     check_detection("drop_mid_call", rig.t_fault, t_lost)  # a reset is noticed at once
 
-    def restore():
-        rig.proxy.mode = "pass"
-
-    hold_outage(rig, rig.t_fault, 8, restore)
-    t_back = back_online(rig, t_lost)
-    waits = check_backoff(rig, rig.t_fault, t_back)
+    t_back, waits, steps, te = ride_out(rig, t_lost, None, 3)
     hung = [a for a in rig.proxy.accepts if a["mode"] == "hang"]
     assert len(hung) >= 2, rig.proxy.accepts
     took = []
@@ -837,10 +834,6 @@ def test_handshake_never_completed(rig_factory, runtime, record_property):
     timeouts = [x for x in rig.failures(rig.t_fault)
                 if "timed out after %d ms" % (MESSAGE_TIMEOUT_S * 1000) in x[1]]
     assert len(timeouts) == len(hung), (timeouts, hung)
-    rig.wait_answered(3)
-    windows = [(t_lost, t_back)]
-    steps = check_pilot(rig, windows)
-    te = check_transaction_events(rig, windows)
     assert te["resent"] == 0 and te["queued"] == te["replayed"] == 2 and te["lost"] == 0
     finish(rig)
     record(record_property, runtime, "handshake_hang",
@@ -866,16 +859,7 @@ def test_half_open_no_pong(rig_factory, runtime, record_property):
     t_lost = rig.wait_log("connection lost; reconnect in", rig.t_fault, 10)[0]
     lost_s = check_detection("half_open", rig.t_fault, t_lost, HALF_OPEN_LOST_S)
 
-    def restore():
-        rig.proxy.mode = "pass"
-
-    hold_outage(rig, rig.t_fault, 8, restore)
-    t_back = back_online(rig, t_lost)
-    waits = check_backoff(rig, rig.t_fault, t_back)
-    rig.wait_answered(3)
-    windows = [(t_lost, t_back)]
-    steps = check_pilot(rig, windows)
-    te = check_transaction_events(rig, windows)
+    t_back, waits, steps, te = ride_out(rig, t_lost, None, 3)
     assert te["resent"] == 0 and te["queued"] == te["replayed"] == 2 and te["lost"] == 0
     finish(rig)
     record(record_property, runtime, "half_open",
@@ -897,17 +881,11 @@ def test_csms_restart(rig_factory, runtime, record_property):
     old.stop()
     t_lost = rig.wait_log("connection lost; reconnect in", rig.t_fault, 10)[0]
     took = check_detection("csms_restart", rig.t_fault, t_lost)
-    hold_outage(rig, rig.t_fault, 8, lambda: rig.restart_csms(old.port))
-    t_back = back_online(rig, t_lost)
-    waits = check_backoff(rig, rig.t_fault, t_back)
+    t_back, waits, steps, te = ride_out(rig, t_lost, lambda: rig.restart_csms(old.port), 3)
     assert all("TCP connect" in line for _t, line in rig.failures(rig.t_fault))  # refused
     new = rig.csms
-    rig.wait_answered(3)
     assert [f.payload["seqNo"] for f in new.calls("TransactionEvent")] == [2, 3]
     assert not new.calls("BootNotification")  # same station run: no second Boot (Part 4 5.3)
-    windows = [(t_lost, t_back)]
-    steps = check_pilot(rig, windows)
-    te = check_transaction_events(rig, windows)
     assert te["resent"] == 0 and te["queued"] == te["replayed"] == 2 and te["lost"] == 0
     finish(rig)
     record(record_property, runtime, "csms_restart",
