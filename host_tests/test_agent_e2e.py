@@ -435,11 +435,45 @@ def test_launcher_rejects_bad_arguments(tmp_path):
           "--set", "NoSuchVariable=1"], "no variable 'NoSuchVariable'"),
         (["--csms", "ws://x/ocpp", "--id", "A", "--state", st, "--runtime", "cpython",
           "--set", "WebSocketPingInterval=-3"], "WebSocketPingInterval must be >= 0"),
+        (["--csms", "ws://x/ocpp", "--id", "A", "--state", st, "--max-profiles", "0"],
+         "--max-profiles must be 1..200"),
     ]
     for args, words in cases:
         p = subprocess.run(agent + args, capture_output=True, text=True, timeout=30)
         assert p.returncode == 2, (args, p.returncode, p.stderr)
         assert words in p.stderr, (args, p.stderr)
+
+
+def test_launcher_profile_bounds_match_the_agent():
+    import re
+
+    from chargepilot import station, variables
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "tools", "agent")) as f:
+        m = re.search(r"^MAX_PROFILES, DEFAULT_PROFILES = (\d+), (\d+)$", f.read(), re.M)
+    assert m, "tools/agent lost its MAX_PROFILES line"
+    assert (int(m.group(1)), int(m.group(2))) == (station.MAX_ENTRIES,
+                                                   variables.DEFAULT_MAX_ENTRIES)
+
+
+def test_romfs_agent_with_a_small_profile_store(csms_factory, agent_factory):
+    """--romfs runs the agent from a ROMFS image (bytecode in place, as from a
+    board's flash); --max-profiles bounds the store, and the bound is enforced."""
+    csms = csms_factory([("Accepted", 60)])
+    ag = agent_factory(csms, "CP1", "micropython", sets=FAST,
+                       extra=["--romfs", "--max-profiles", "2", "--heapsize", "400K"])
+    csms.wait_for(lambda: csms.calls("StatusNotification"), 20)
+    assert "romfs: image of " in ag.log
+    for pid, want in ((1, "Accepted"), (2, "Accepted"), (3, "Rejected")):
+        resp = csms.call("CP1", "SetChargingProfile", {"evseId": 1, "chargingProfile": {
+            "id": pid, "stackLevel": pid, "chargingProfilePurpose": "TxDefaultProfile",
+            "chargingProfileKind": "Absolute", "chargingSchedule": [{
+                "id": 1, "chargingRateUnit": "A", "startSchedule": "2026-01-01T00:00:00Z",
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10 + pid}]}]}})
+        assert resp["status"] == want, (pid, resp)
+    assert resp["statusInfo"]["reasonCode"] == "OutOfStorage", resp
+    assert ag.stop() == 0, ag.log
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)

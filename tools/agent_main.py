@@ -5,7 +5,8 @@ JSON in the environment variable CHARGEPILOT_AGENT (not argv: the password
 would show in `ps`). Keys: url, id, state, password, cafile, security_profile,
 cert, key (paths: the key itself never goes through the environment), set (variable key
 -> text, used as defaults: values persisted in the state dir win), log_level,
-model, vendor, serial, firmware, stop_stdin (MicroPython: a line on stdin asks
+model, vendor, serial, firmware, max_profiles (maxLimit of
+SmartChargingCtrlr.Entries), stop_stdin (MicroPython: a line on stdin asks
 for the clean stop).
 
 The state dir is the station's flash; starting again with the same dir is a
@@ -129,7 +130,8 @@ def build(cfg):
             fixed[key] = variables.parse_value(row, sets[key])
         except variables.ValueRejected as e:
             raise ValueError("--set %s: %s" % (key, e.info))
-    dm = variables.DeviceModel(state, fixed=fixed)
+    dm = variables.DeviceModel(state, fixed=fixed, max_entries=cfg.get("max_profiles")
+                               or variables.DEFAULT_MAX_ENTRIES)
     _no_downgrade(dm, cfg)
     ctx = _ssl_context(cfg)
     acfg = {"url": url, "id": cfg["id"], "model": cfg.get("model", "chargepilot-host"),

@@ -184,34 +184,10 @@ def rom_scenario_main(image, threshold=0):
 
 
 def _romfs_image(build, path):
-    """A ROMFS image of build/lib and build/host (mpremote's writer); False if
-    mpremote is not installed."""
-    import os
+    """A ROMFS image of build/lib, host and harness; False without mpremote."""
+    import build as buildmod
 
-    try:
-        from mpremote.romfs import VfsRomWriter
-    except ImportError:
-        return False
-    w = VfsRomWriter()
-
-    def add(d):
-        for name in sorted(os.listdir(d)):
-            full = os.path.join(d, name)
-            if os.path.isdir(full):
-                w.opendir(name)
-                add(full)
-                w.closedir()
-            else:
-                with open(full, "rb") as f:
-                    w.mkfile(name, f.read())
-
-    for top in ("lib", "host", "harness"):
-        w.opendir(top)
-        add(os.path.join(build, top))
-        w.closedir()
-    with open(path, "wb") as f:
-        f.write(w.finalise())
-    return True
+    return buildmod.romfs_image(build, ("lib", "host", "harness"), path)
 
 
 def bare_main(names):

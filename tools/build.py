@@ -69,6 +69,38 @@ def compile_file(src, out, march=None, exe=None):
     return None
 
 
+def romfs_image(build_dir, tops, path):
+    """Write a ROMFS image (mpremote's VfsRomWriter) holding build_dir/TOP for
+    each TOP: code a board maps from flash and runs in place. False when
+    mpremote is not installed."""
+    try:
+        from mpremote.romfs import VfsRomWriter
+    except ImportError:
+        return False
+    w = VfsRomWriter()
+
+    def add(d):
+        for name in sorted(os.listdir(d)):
+            full = os.path.join(d, name)
+            if os.path.isdir(full):
+                w.opendir(name)
+                add(full)
+                w.closedir()
+            elif name.endswith(".mpy"):
+                with open(full, "rb") as f:
+                    w.mkfile(name, f.read())
+
+    for top in tops:
+        w.opendir(top)
+        add(os.path.join(build_dir, top))
+        w.closedir()
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "wb") as f:
+        f.write(w.finalise())
+    os.replace(tmp, path)
+    return True
+
+
 def compile_all(out_dir, march=None):
     """Compile everything; return (count, [error strings])."""
     errors = []
