@@ -161,6 +161,30 @@ def test_failed_flash_write_rejects_and_changes_nothing():
         "chargingSchedulePeriod"][0]["limit"] == 10
 
 
+def test_reports_of_long_profiles_hold_one_profile_each():
+    """Up to REPORT_CHUNK short profiles share a report; profiles whose periods
+    add up to more than REPORT_PERIODS go in reports of their own."""
+    sc = make(entries=6)
+
+    def periods(n):
+        return [{"startPeriod": 600 * i, "limit": 6 + i} for i in range(n)]
+
+    sizes = {1: 2, 2: 20, 3: 4, 4: 24, 5: 1}
+    for pid in sorted(sizes):
+        cp = prof(pid, stack=pid - 1, periods=periods(sizes[pid]))
+        assert set_profile(sc, 1, cp)["status"] == "Accepted", pid
+    resp, after = run(sc.on_get_charging_profiles({"requestId": 8, "chargingProfile": {}}))
+    assert resp == {"status": "Accepted"}
+    run(after())
+    reports = [p for a, p in sc.sent if a == "ReportChargingProfiles"]
+    got = [[cp["id"] for cp in p["chargingProfile"]] for p in reports]
+    assert got == [[1, 2], [3], [4], [5]], got
+    assert [p["tbc"] for p in reports] == [True, True, True, False]
+    for ids in got:
+        assert len(ids) <= smart.REPORT_CHUNK
+        assert len(ids) == 1 or sum(sizes[i] for i in ids) <= smart.REPORT_PERIODS
+
+
 def test_disabled_and_unavailable():
     sc = make(SmartChargingEnabled=False)
     r = set_profile(sc, 1, prof(1))

@@ -17,8 +17,12 @@ from chargepilot.errors import NOT_SUPPORTED, OcppError
 from chargepilot.profile import EXTERNAL, PURPOSE_NAMES, SOURCE_NAMES, TX, UNIT_NAMES
 
 _TAG = "smart"
-# Profiles per ReportChargingProfiles frame: keeps one frame a few KB on the board.
+# At most this many profiles per ReportChargingProfiles frame, and more than one
+# only while their periods add up to at most REPORT_PERIODS: one frame (and its
+# decoded profiles) stays a few KB on the board. Three 24-period profiles in one
+# frame were the largest block the agent asked for (tools/bench heap-agent).
 REPORT_CHUNK = const(3)
+REPORT_PERIODS = const(24)
 # Longest GetCompositeSchedule window served (the result must fit the heap).
 MAX_COMPOSITE_S = const(604800)
 _MAX_INFO = const(512)
@@ -184,7 +188,8 @@ class SmartCharging:
         return profile.to_json(p)
 
     def reports(self, request_id, found):
-        """ReportChargingProfiles payloads: grouped by (evseId, source), chunked, tbc."""
+        """ReportChargingProfiles payloads: grouped by (evseId, source), chunked
+        (REPORT_CHUNK, REPORT_PERIODS), tbc on all but the last."""
         groups = {}
         order = []
         for p in found:
@@ -192,13 +197,20 @@ class SmartCharging:
             if key not in groups:
                 groups[key] = []
                 order.append(key)
-            groups[key].append(p.id)
+            groups[key].append((p.id, p.period_count()))
         order.sort()
         out = []
         for key in order:
-            ids = groups[key]
-            for i in range(0, len(ids), REPORT_CHUNK):
-                out.append((key, ids[i:i + REPORT_CHUNK]))
+            chunk = []
+            size = 0
+            for pid, n in groups[key]:
+                if chunk and (len(chunk) == REPORT_CHUNK or size + n > REPORT_PERIODS):
+                    out.append((key, chunk))
+                    chunk = []
+                    size = 0
+                chunk.append(pid)
+                size += n
+            out.append((key, chunk))
         n = len(out)
         for i in range(n):
             (evse_id, src), ids = out[i]
