@@ -152,18 +152,22 @@ def rom_main(image, names):
     class objects, qstrs and code headers take heap. The image itself is read
     into the heap first (the unix port has no flash) and not counted."""
     import gc
+
+    import micropython
     import vfs
 
     with open(image, "rb") as f:
         img = f.read()
     vfs.mount(vfs.VfsRom(img), "/rom")
     sys.path[:] = ["/rom/lib", "/rom/host", ".frozen"]
+    micropython.qstr_info()  # "qstr pool: ... n_qstr=N, ... n_total_bytes=B": before
     gc.collect()
     base = gc.mem_alloc()
     for n in names:
         __import__(n)
     gc.collect()
     print("BARE base=%d used=%d image=%d" % (base, gc.mem_alloc(), len(img)))
+    micropython.qstr_info()  # after
     return 0
 
 
@@ -332,11 +336,17 @@ def cpython_main(argv):
         _ok, out_a, _err = run.run(HI, ["bare"] + agent_mods)
         code_agent = _field(out_a, "BARE", "used") - base
         code_rom = None
+        qstr_rom = None
         image = os.path.join(build, "agent.romfs")
         if _romfs_image(build, image):
             ok_r, out_r, err_r = run.run(HI, ["rom", image] + agent_mods)
             if ok_r:
                 code_rom = _field(out_r, "BARE", "used") - _field(out_r, "BARE", "base")
+                pools = [line.replace(",", " ") for line in out_r.splitlines()
+                         if line.startswith("qstr pool:")]
+                if len(pools) == 2:
+                    qstr_rom = [_field(pools[1], "qstr", k) - _field(pools[0], "qstr", k)
+                                for k in ("n_qstr", "n_total_bytes")]
             else:
                 sys.stderr.write("bench heap: ROMFS import failed:\n%s%s\n"
                                  % (out_r, err_r[-2000:]))
@@ -372,6 +382,10 @@ def cpython_main(argv):
             _emit("heap.import_agent_modules_romfs", code_rom,
                   "bytes: the agent imported from a ROMFS image (bytecode in place, as in "
                   "flash): module/function/class objects, qstrs, code headers")
+        if qstr_rom is not None:
+            _emit("heap.romfs_qstr_pools", qstr_rom[1],
+                  "bytes of that: qstr pools for the agent's %d interned names (a build with the "
+                  "agent frozen into the firmware keeps them in flash)" % qstr_rom[0])
         _emit("heap.data_part", used - code_all,
               "bytes: used after collect minus the import cost of every module (64-bit)")
         _emit("heap.min_heap_minus_imports", hi * 1024 - code_all,
