@@ -23,6 +23,9 @@ def test_scenario_passes_with_a_large_heap(csms, tmp_path, romfs):
     assert ("romfs: image of " in log) == romfs
     size = bench._image_size(log)
     assert (size is not None and size > 50000) if romfs else size is None
+    start = bench._used(log, "heap after start-up")
+    end = bench._used(log, "stop requested")
+    assert start is not None and end is not None and end > start, log[-3000:]
 
 
 def test_scenario_fails_with_a_reason_when_the_heap_is_too_small(csms, tmp_path):

@@ -179,7 +179,11 @@ async def _stop_on_stdin(st):
         log.warn(_TAG, "stop requests on stdin not read: %s" % e)
         return
     if line:
-        log.info(_TAG, "stop requested; closing the connection")
+        import gc
+
+        gc.collect()
+        log.info(_TAG, "stop requested; closing the connection (heap: %d bytes used, %d free)"
+                 % (gc.mem_alloc(), gc.mem_free()))
         st.stop()
 
 

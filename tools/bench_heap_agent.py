@@ -141,6 +141,14 @@ class Trial:
         return p is not None and p.get("state") == "C" and 0 < p.get("amps", 0) <= limit_now
 
 
+def _used(log, marker):
+    """Bytes used after gc.collect() on the log line containing `marker`."""
+    for line in log.splitlines():
+        if marker in line and "bytes used" in line:
+            return int(line.split("bytes used")[0].split()[-1])
+    return None
+
+
 def _image_size(log):
     for line in log.splitlines():
         if line.startswith("romfs: image of "):
@@ -178,6 +186,17 @@ def smallest(csms, work, romfs, repeats, counter):
         hi += 1
 
 
+def _report_used(log, minus, how):
+    """What stays (after gc.collect()) at start-up and at the end of the scenario."""
+    suffix = "_romfs" if minus else ""
+    for key, marker, when in (("used_at_start", "heap after start-up", "after start-up"),
+                              ("used_at_end", "stop requested", "at the end of the scenario")):
+        used = _used(log, marker)
+        if used is not None:
+            _emit("heap_agent.%s%s" % (key, suffix), used - minus,
+                  "bytes used after gc.collect() %s (%s; 64-bit)" % (when, how))
+
+
 def main(argv):
     repeats = 3
     only = None
@@ -197,10 +216,11 @@ def main(argv):
     try:
         with tempfile.TemporaryDirectory(prefix="bench-heap-agent-") as work:
             if only in (None, "mpy"):
-                kb, lo, _log = smallest(csms, work, False, repeats, counter)
+                kb, lo, log = smallest(csms, work, False, repeats, counter)
                 _emit("heap_agent.min_heapsize", kb,
                       "KB heapsize, the agent alone (.mpy in the heap, CSMS in another process; "
                       "unix port 64-bit; %d/%d runs pass; %dK fails)" % (repeats, repeats, lo))
+                _report_used(log, 0, ".mpy files in the heap")
             if only in (None, "romfs"):
                 kb, lo, log = smallest(csms, work, True, repeats, counter)
                 size = _image_size(log)
@@ -211,6 +231,7 @@ def main(argv):
                     _emit("heap_agent.min_heap_romfs_minus_image", kb * 1024 - size,
                           "bytes: the agent alone with its bytecode in flash, as on a board "
                           "(objects, data, peaks, fragmentation; 64-bit)")
+                    _report_used(log, size, "from ROMFS, image not counted")
     finally:
         csms.stop()
     _emit("heap_agent.runs", counter[0], "agent processes")
