@@ -437,6 +437,8 @@ def test_launcher_rejects_bad_arguments(tmp_path):
           "--set", "WebSocketPingInterval=-3"], "WebSocketPingInterval must be >= 0"),
         (["--csms", "ws://x/ocpp", "--id", "A", "--state", st, "--max-profiles", "0"],
          "--max-profiles must be 1..200"),
+        (["--csms", "ws://x/ocpp", "--id", "A", "--state", st, "--romfs", "--runtime", "cpython"],
+         "--romfs needs --runtime micropython"),
     ]
     for args, words in cases:
         p = subprocess.run(agent + args, capture_output=True, text=True, timeout=30)
