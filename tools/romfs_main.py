@@ -1,6 +1,6 @@
 """`tools/agent --romfs`: the agent with its .mpy files on a ROMFS image, as a
-board runs code from a ROMFS partition or frozen into the firmware: bytecode
-and qstr text are used in place, so only objects take heap.
+board runs code from a ROMFS partition: bytecode and the text of names are used
+in place, so only objects, qstr pool entries and code headers take heap.
 
 The unix port has no memory-mapped flash: the image (path in the environment
 variable CHARGEPILOT_ROMFS) is read into one heap block first, and logged, so
