@@ -3,7 +3,7 @@
 The same `day_scenario` runs on the MicroPython unix port with a shorter day
 (host_tests/device/test_transactions.py::test_short_day_scenario). Here: a full
 86400 s day sampled every 5 s (plus every next-change instant and 50 ms steps
-after each event), the advertised current checked against min(composite limit,
+after each event), the advertised current checked against min(reference limit,
 rating) at every sample, and every message checked with jsonschema against the
 official OCPP 2.0.1 schemas.
 """

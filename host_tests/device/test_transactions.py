@@ -11,7 +11,7 @@ import time
 from devtest import raises
 from test_control import T0, Rig, prof
 
-from chargepilot import composite, rfc3339, station, transactions
+from chargepilot import rfc3339, station, transactions
 from chargepilot.profile import ProfileError
 
 A = station.UNIT_A
@@ -321,6 +321,36 @@ def _ext(pid, limit):
                 source="EMS")
 
 
+class _Expected:
+    """The limit to hold the station to, from the independent reference
+    (host_tests/device/reference.py), never from the engine under test: built from
+    the JSON of what is installed (profile.to_json is what came in) and the
+    running transactions, rebuilt whenever either changes."""
+
+    def __init__(self):
+        self.key = None
+        self.ref = None
+
+    def limit(self, r, evse, now):
+        from reference import A as REF_A
+        from reference import Reference
+
+        from chargepilot import profile
+
+        key = (tuple((id(p), p.id) for p in r.profiles),
+               tuple(sorted(r.cfg.transactions.items())))
+        if key != self.key:
+            c = r.cfg
+            self.ref = Reference(c.evse_count, c.supply_voltage, c.default_amps,
+                                 c.default_watts, c.ac)
+            for p in r.profiles:
+                self.ref.add(p.evse_id, profile.to_json(p))
+            for k, tx in c.transactions.items():
+                self.ref.transactions[k] = tx
+            self.key = key
+        return self.ref.limit(evse, now, REF_A, now)[0]
+
+
 def day_scenario(day_s=86400, sample_s=5, send=None):
     """A time-accelerated day on two EVSEs (ratings 32 A and 16 A).
 
@@ -329,7 +359,8 @@ def day_scenario(day_s=86400, sample_s=5, send=None):
     clock is driven by hand; `Controller.step()` is called at every sample
     (every sample_s), at every next-change instant the controller announces,
     and every 50 ms for 2 s after each event. At every step the advertised
-    current is checked <= min(composite limit now, rating), the EV draw too.
+    current is checked <= min(reference limit now, rating), the EV draw too (the
+    limit from host_tests/device/reference.py, not from the engine under test).
     Returns a dict of figures; `send(action, payload)` sees every message."""
     r = Rig(evses=2, ratings=[320, 160], tx=True, default_amps=480)
     if send is not None:
@@ -386,6 +417,7 @@ def day_scenario(day_s=86400, sample_s=5, send=None):
         (95 * f, lambda: set_online(True)),
         (97 * f, ev2.pause),
     ]
+    expected = _Expected()
     end = T0 + day_s
     ei = 0
     fine_until = None
@@ -400,7 +432,7 @@ def day_scenario(day_s=86400, sample_s=5, send=None):
         figures["samples"] += 1
         out = []
         for k in (1, 2):
-            lim = composite.limit_at(r.cfg, r.profiles, k, now, A)[0]
+            lim = expected.limit(r, k, now)
             cap = min(lim, r.board.rating_tenths(k))
             adv = r.ctl.advertised(k)
             if adv > cap or r.board.ev_draw_tenths(k) > cap:
