@@ -81,6 +81,7 @@ _rp = []      # slot -> recurrence period in s (0: one occurrence)
 _span = []    # slot -> length of one occurrence (-1: open-ended)
 _j = []       # slot -> next period index to emit; nper: the end; nper+1: done
 _sgrp = []    # slot -> group
+_sst = []     # slot -> stackLevel
 _gs = [0] * _NGROUPS      # group -> first slot
 _ge = [0] * _NGROUPS      # group -> end of its slots
 _lead = [0] * _NGROUPS    # group -> leading slot now, or -1
@@ -98,7 +99,7 @@ def _room(n):
     for lst in (_sprof, _sper):
         while len(lst) < n:
             lst.append(None)
-    for lst in (_sk, _nx, _nv, _cur, _occ, _end, _hi, _rp, _span, _j, _sgrp):
+    for lst in (_sk, _nx, _nv, _cur, _occ, _end, _hi, _rp, _span, _j, _sgrp, _sst):
         while len(lst) < n:
             lst.append(0)
 
@@ -168,7 +169,7 @@ def _advance(s, now):
 
 def _setup(s, p, t0, t1, anchor):
     """Window offsets of slot s's profile; its first change (or _NONE)."""
-    w = t1 - t0
+    w = _W[0]
     _nx[s] = _NONE
     _cur[s] = -1
     vf = p.valid_from
@@ -197,42 +198,47 @@ def _setup(s, p, t0, t1, anchor):
         _rp[s] = rp
         _span[s] = span
         # occurrences at offsets r + k*rp (also before startSchedule)
-        r = ((anchor if p.start is None else p.start) - t0) % rp
+        if p.start is None:
+            r = (anchor - t0) % rp
+        else:
+            r = (p.rphase - t0) % rp
         occ = r + ((lo - r) // rp) * rp
         _start(s, occ, lo)
         return
     _rp[s] = 0
-    base = anchor if p.kind == RELATIVE or p.start is None else p.start
-    if base >= t1:
-        return
-    if dur is None:
-        _span[s] = -1
+    if p.kind == RELATIVE or p.start is None:
+        base = anchor
+        stop = None if dur is None else base + dur
+        last = None
     else:
-        if dur <= 0:
-            return
-        stop = base + dur
-        if stop <= t0:
-            return
-        # clamp to the window: a span that ends at hi or later is open-ended here
-        _span[s] = -1 if stop >= t1 else stop - base
+        base = p.start
+        stop = p.stop
+        last = p.last_start
+    if base >= t1 or (dur is not None and dur <= 0) or (stop is not None and stop <= t0):
+        return
     if base >= t0:
+        # starts in the window: a stop inside it is < w away, else open-ended here
+        _span[s] = -1 if stop is None or stop >= t1 else stop - base
         _start(s, base - t0, lo)
         return
     # began before the window: the period in force at lo and the later ones
-    rel = t0 - base + lo
     per = _sper[s]
     nper = len(per) // 3
-    i = -1
-    while i + 1 < nper and per[3 * (i + 1)] <= rel:
-        i += 1
-    sp = _span[s]
-    _occ[s] = lo - rel          # base - t0: big only if base is far in the past
-    _end[s] = hi if sp < 0 else _min(stop - t0, hi)
+    if last is not None and last <= t0 + lo:
+        i = nper - 1            # every period has begun (no big-int arithmetic)
+        occ = 0
+    else:
+        rel = t0 - base + lo
+        i = -1
+        while i + 1 < nper and per[3 * (i + 1)] <= rel:
+            i += 1
+        occ = lo - rel          # base - t0
+    _occ[s] = occ if i + 1 < nper else 0
+    _end[s] = hi if stop is None or stop >= t1 else _min(stop - t0, hi)
+    _span[s] = -1
     _nx[s] = lo
     _nv[s] = i
     _j[s] = i + 1
-    if i + 1 >= nper:
-        _occ[s] = 0             # not needed any more: keep the slot's state small
 
 
 def _min(a, b):
@@ -275,6 +281,7 @@ def _put(p, g, k, g_pass, n):
     _sper[s] = p.periods
     _sk[s] = k
     _sgrp[s] = g
+    _sst[s] = p.stack
     _ge[g] = s + 1
     return n
 
@@ -290,11 +297,26 @@ def _find_leader(g):
     return -1
 
 
+def _take_layer(s):
+    """Fold a layer's leading slot s and every slot of the same stackLevel in
+    force with it (equal stacks in force together: only station-local limits
+    of several sources, or profiles that slipped past K01.FR.06) into _acc:
+    the lowest of them wins, never an arbitrary one."""
+    if s < 0:
+        return
+    _take(s)
+    e = _ge[_sgrp[s]]
+    st = _sst[s]
+    s += 1
+    while s < e and _sst[s] == st:
+        if _cur[s] >= 0:
+            _take(s)
+        s += 1
+
+
 def _take(s):
     """Fold slot s's current period, converted to the requested unit with its
     own numberPhases (K01.FR.50), into _acc (limit, lowest phases)."""
-    if s < 0:
-        return
     per = _sper[s]
     j = 3 * _cur[s]
     lim = per[j + 1]
@@ -320,11 +342,11 @@ def _take(s):
 def _evse_value(k):
     """Fold EVSE k's own layers (External on k, Tx or TxDefault) into _acc."""
     g = _G_EVSE + 3 * (k - 1)
-    _take(_lead[g])
+    _take_layer(_lead[g])
     s = _lead[g + 2]
     if s < 0:
         s = _lead[g + 1]
-    _take(s)
+    _take_layer(s)
 
 
 def _ordered(profiles):
@@ -412,6 +434,7 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
     nv = _nv
     cur = _cur
     sgrp = _sgrp
+    sst = _sst
     lead = _lead
     dirty = _dirty
     acc = _acc
@@ -424,10 +447,11 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
                 while nx[s] == off:
                     cur[s] = nv[s]
                     _advance(s, off)
-                # only a change at or above the layer's leader can change the layer
+                # only a change at or above the layer's leader (or of its
+                # stackLevel) can change the layer
                 g = sgrp[s]
                 ld = lead[g]
-                if ld < 0 or s <= ld:
+                if ld < 0 or s <= ld or sst[s] == sst[ld]:
                     dirty[g] = 1
                     changed = True
             if nx[s] < m:
@@ -455,8 +479,8 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
                         total = _LIM_MAX
                 acc[0] = -1
                 acc[1] = 0
-                _take(lead[_G_MAX])
-                _take(lead[_G_EXT0])
+                _take_layer(lead[_G_MAX])
+                _take_layer(lead[_G_EXT0])
                 ph = acc[1]
                 if sph and (ph == 0 or sph < ph):
                     ph = sph
@@ -466,8 +490,8 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
             else:
                 acc[0] = -1
                 acc[1] = 0
-                _take(lead[_G_MAX])
-                _take(lead[_G_EXT0])
+                _take_layer(lead[_G_MAX])
+                _take_layer(lead[_G_EXT0])
                 _evse_value(evse_id)
                 ph = acc[1]
                 if acc[0] < 0:

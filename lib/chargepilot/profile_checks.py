@@ -127,8 +127,9 @@ def check(cfg, installed, p):
             if qp and qp != ptu_any:
                 _reject("InvalidValue", "phaseToUse %d conflicts with phaseToUse %d of profile "
                         "%d" % (ptu_any, qp, q.id))
-    # 12./13. duplicates
-    for q in installed:
+    # 12./13. duplicates (K01.FR.06 is about the CSMS's profiles: station-local
+    # limits of several sources all apply together, the composite takes the lowest)
+    for q in (installed if p.source == CSO else ()):
         if q is old or q.purpose != pur or q.stack != p.stack:
             continue
         if pur == TX:
