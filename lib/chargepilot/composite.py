@@ -200,6 +200,8 @@ def _setup(s, p, t0, t1, anchor):
         # occurrences at offsets r + k*rp (also before startSchedule)
         if p.start is None:
             r = (anchor - t0) % rp
+        elif p.rphase is None:
+            r = (p.start - t0) % rp
         else:
             r = (p.rphase - t0) % rp
         occ = r + ((lo - r) // rp) * rp
@@ -214,6 +216,12 @@ def _setup(s, p, t0, t1, anchor):
         base = p.start
         stop = p.stop
         last = p.last_start
+        if last is None:
+            # a start near 2020 (profile.parse derives these only for far ones)
+            if dur is not None:
+                stop = base + dur
+            per = _sper[s]
+            last = base + per[len(per) - 3]
     if base >= t1 or (dur is not None and dur <= 0) or (stop is not None and stop <= t0):
         return
     if base >= t0:

@@ -54,6 +54,7 @@ SOURCE_NAMES = ("CSO", "EMS", "SO", "Other")
 # Largest limit accepted, in tenths (keeps every limit a small int on the ESP32).
 MAX_LIMIT_TENTHS = const(1000000000)
 _LIMIT_UNITS = const(100000000)
+_FAR = const(0x20000000)
 _SCHEMA_MAX_PERIODS = const(1024)
 _INT32_MAX = const(2147483647)
 _PROFILE_KEYS = ("id", "stackLevel", "chargingProfilePurpose", "chargingProfileKind",
@@ -101,12 +102,13 @@ class Profile:
     unit = UNIT_A
     min_rate = None
     periods = None
-    # Derived at parse time (install), so that the composite never does big-int
-    # arithmetic on instants far from now: start + the last startPeriod, start +
-    # duration (None: open-ended), start modulo the recurrence period.
+    # Derived at parse time (install) for a start far from 2020 only (a big int
+    # on the board), so that the composite does no big-int arithmetic with it:
+    # start + the last startPeriod, start + duration, start modulo the
+    # recurrence period. None: derive from start (a small int) when needed.
     last_start = None
     stop = None
-    rphase = 0
+    rphase = None
     raw_times = None
     extra = None
     schedule_extra = None
@@ -263,13 +265,15 @@ def parse(obj, evse_id, source="CSO"):
     if len(scheds) != 1:
         p.n_schedules = len(scheds)
     _parse_schedule(p, scheds[0], path + ".chargingSchedule[0]")
-    if p.start is not None:
+    st = p.start
+    if st is not None and (st >= _FAR or st <= -_FAR):
+        # only for a start the board holds as a big int (before ~2003, after ~2037)
         per = p.periods
-        p.last_start = p.start + per[len(per) - 3]
+        p.last_start = st + per[len(per) - 3]
         if p.duration is not None:
-            p.stop = p.start + p.duration
+            p.stop = st + p.duration
         if p.kind == RECURRING and p.recurrence:
-            p.rphase = p.start % RECURRENCE_SECONDS[p.recurrence]
+            p.rphase = st % RECURRENCE_SECONDS[p.recurrence]
     return p
 
 
