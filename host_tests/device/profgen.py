@@ -63,7 +63,8 @@ class Rand:
 def _clock(r):
     m = r.randint(0, 5)
     if m == 0:
-        return parse_time(r.choice(CLOCK_EDGES)) + r.randint(-3, 3) * r.choice((1, 60, 3600))
+        t = parse_time(r.choice(CLOCK_EDGES)) + r.randint(-3, 3) * r.choice((1, 60, 3600))
+        return max(CLOCK_MIN, min(CLOCK_MAX, t))
     if m == 1:
         return parse_time("2024-06-05T12:00:00Z") + r.randint(-10 ** 7, 10 ** 7)
     return r.randint(CLOCK_MIN, CLOCK_MAX)
@@ -102,6 +103,11 @@ def _stamp(r, t):
     return z
 
 
+def _dec(tenths):
+    """Tenths -> the JSON number a CSMS would send (one decimal at most)."""
+    return tenths // 10 if tenths % 10 == 0 else tenths / 10
+
+
 def _periods(r, unit):
     n = r.randint(1, 5)
     step = r.choice((1, 60, 600, 3600))
@@ -110,7 +116,7 @@ def _periods(r, unit):
     for _ in range(n):
         top = 8000 if unit == "A" else 1000000
         lim = r.choice((0, r.randint(0, 60), r.randint(0, top), r.randint(60, 320)))
-        q = {"startPeriod": sp, "limit": lim // 10 if lim % 10 == 0 else lim / 10}
+        q = {"startPeriod": sp, "limit": _dec(lim)}
         ph = r.choice((None, None, 1, 2, 3))
         if ph is not None:
             q["numberPhases"] = ph
@@ -172,14 +178,23 @@ def scenario(r):
         if r.randint(0, 4) == 0:
             unit = r.choice(("A", "W"))
             top = 8000 if unit == "A" else 1000000
-            steps.append({"external": {"evseId": r.randint(0, evses), "source": r.choice(SOURCES),
-                                       "unit": unit, "limit": r.randint(0, top)}})
+            e = {"evseId": r.randint(0, evses), "source": r.choice(SOURCES), "unit": unit,
+                 "limit": r.randint(0, top)}
+            if r.randint(0, 3) == 0:  # a schedule, counted from the moment it is set
+                sp = 0
+                e["periods"] = []
+                for _ in range(r.randint(1, 4)):
+                    e["periods"].append([sp, r.randint(0, top)])
+                    sp += r.randint(1, 7200)
+                e["limit"] = e["periods"][0][1]
+            steps.append({"external": e})
         else:
             pid = r.choice((r.randint(1, 12), r.randint(-12, 0), r.randint(-(2 ** 31), 2 ** 31 - 1)))
             evse, cp = _profile(r, pid, evses, now, txs)
             steps.append({"evseId": evse, "chargingProfile": cp})
+    # up to a week: the longest window the station serves (smart.MAX_COMPOSITE_S)
     duration = r.choice((0, r.randint(1, 300), r.randint(1, 7200), r.randint(1, DAY),
-                         r.randint(1, 2 * WEEK)))
+                         r.randint(1, WEEK), WEEK))
     return {"evses": evses, "voltage": r.choice((230, 120, 110, 240)),
             "default_amps": r.randint(60, 800), "default_watts": r.randint(13800, 1000000),
             "rating": r.choice((60, 100, 160, 320, 630, 800)),
@@ -270,21 +285,24 @@ def install(case):
         if "external" in st:
             e = st["external"]
             try:
-                sc.set_external_limit(e["evseId"], e["limit"], e["unit"], e["source"])
+                periods = None
+                if "periods" in e:
+                    periods = [(a, b) for a, b in e["periods"]]
+                sc.set_external_limit(e["evseId"], e["limit"], e["unit"], e["source"], periods)
             except ValueError as err:
                 statuses.append("refused: %s" % err)
                 continue
             statuses.append("Accepted")
-            lim = e["limit"]
-            # in force from the moment it is set (now), for ever
+            # in force from the moment it is set (now), for ever; a schedule's
+            # startPeriods count from that moment
             external[(e["evseId"], e["source"])] = (e["evseId"], {
                 "id": 0, "stackLevel": 0, "chargingProfilePurpose": EXT,
                 "chargingProfileKind": "Absolute",
                 "chargingSchedule": [{"id": 1, "chargingRateUnit": e["unit"],
                                       "startSchedule": format_time(now),
-                                      "chargingSchedulePeriod": [{
-                                          "startPeriod": 0,
-                                          "limit": lim // 10 if lim % 10 == 0 else lim / 10}]}]})
+                                      "chargingSchedulePeriod": [
+                                          {"startPeriod": a, "limit": _dec(b)}
+                                          for a, b in e.get("periods", [[0, e["limit"]]])]}]})
             continue
         resp = _sync(sc.on_set_charging_profile(
             json.loads(json.dumps({"evseId": st["evseId"], "chargingProfile": st["chargingProfile"]}))))

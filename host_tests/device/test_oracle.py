@@ -133,8 +133,8 @@ def test_engine_equals_reference_on_seeded_cases():
         for seed in range(n):
             try:
                 p, s = profgen.run_case(profgen.scenario(profgen.Rand(seed)))
-            except AssertionError as e:
-                msg = str(e)
+            except (AssertionError, MemoryError) as e:
+                msg = "%s %s" % (type(e).__name__, e) if type(e) is MemoryError else str(e)
                 kind = msg.split(" at second")[0][:60]
                 kinds[kind] = kinds.get(kind, 0) + 1
                 failed.append(seed)
