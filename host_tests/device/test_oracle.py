@@ -136,7 +136,9 @@ def test_engine_equals_reference_on_seeded_cases():
             except (AssertionError, MemoryError) as e:
                 msg = "%s %s" % (type(e).__name__, e) if type(e) is MemoryError else str(e)
                 kind = msg.split(" at second")[0][:60]
-                kinds[kind] = kinds.get(kind, 0) + 1
+                if kind not in kinds:
+                    kinds[kind] = [0, seed]  # count, first seed
+                kinds[kind][0] += 1
                 failed.append(seed)
                 if len(first) < 2:
                     first.append("seed %d: %s" % (seed, msg))
