@@ -1,7 +1,8 @@
 """Property tests of the composite engine (CPython, hypothesis).
 
-* on random stacks the composite equals a slow per-second reference evaluator
-  written here independently (it evaluates every profile at every second);
+* on random stacks the composite equals the independent per-second reference
+  (host_tests/device/reference.py, from the spec digest) at every instant where
+  anything may change, either side, and every 97th second;
 * the result never exceeds an applicable Max / External limit at any instant;
 * the GetCompositeSchedule answer validates against the official 2.0.1 schema;
 * parse -> to_json gives back what came in.
@@ -19,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import composite_case  # noqa: E402
+import reference  # noqa: E402  (host_tests/device)
 from chargepilot import composite, profile, profile_checks, rfc3339, station  # noqa: E402
 from chargepilot.profiles import ProfileSet  # noqa: E402
 
@@ -110,114 +112,18 @@ def scenario(draw, same_unit=False):
     return c, pset, req_evse, duration, profile.UNIT_NAMES.index(unit)
 
 
-# ---- the independent per-second reference ---------------------------------------------
+# ---- the independent reference ---------------------------------------------------------
+# host_tests/device/reference.py, written from the spec digest (not from composite.py);
+# it reads the accepted JSON (to_json gives back exactly what came in).
 
-def ref_period(c, p, t, anchor):
-    """(limit, phases) of profile p at instant t, or None."""
-    if p.valid_from is not None and t < p.valid_from:
-        return None
-    if p.valid_to is not None and t >= p.valid_to:
-        return None
-    if p.kind == profile.RELATIVE:
-        start = anchor
-    elif p.kind == profile.ABSOLUTE:
-        start = p.start
-    else:
-        rec = 86400 if p.recurrence == profile.DAILY else 604800
-        start = p.start + ((t - p.start) // rec) * rec
-    elapsed = t - start
-    if elapsed < 0 or (p.duration is not None and elapsed >= p.duration):
-        return None
-    best = None
-    for i in range(p.period_count()):
-        if p.periods[3 * i] <= elapsed:
-            best = i
-    if best is None:
-        return None
-    ph = p.periods[3 * best + 2] & 15
-    return p.periods[3 * best + 1], (ph or 3) if c.ac else ph
-
-
-def ref_layer(c, candidates, t, anchor):
-    found = []
-    for p in candidates:
-        v = ref_period(c, p, t, anchor)
-        if v is not None:
-            found.append((-p.stack, p.id, v, p.unit))
-    if not found:
-        return None
-    found.sort()
-    return found[0][2], found[0][3]
-
-
-def ref_fold(layers):
-    a = w = None
-    ph = 0
-    for lay in layers:
-        if lay is None:
-            continue
-        (lim, phases), unit = lay
-        if unit == profile.UNIT_A:
-            a = lim if a is None else min(a, lim)
-        else:
-            w = lim if w is None else min(w, lim)
-        if phases:
-            ph = phases if ph == 0 else min(ph, phases)
-    return a, w, ph
-
-
-def ref_convert(c, a, w, ph, unit):
-    n = ph or c.default_phases
-    vals = []
-    if unit == profile.UNIT_A:
-        if a is not None:
-            vals.append(a)
-        if w is not None:
-            vals.append(w // (c.supply_voltage * n))
-    else:
-        if w is not None:
-            vals.append(w)
-        if a is not None:
-            vals.append(a * c.supply_voltage * n)
-    return min(vals)
-
-
-def ref_evse_layers(c, ps, k, t, now):
-    tx = c.transactions.get(k)
-    anchor = now if tx is None else tx[1]
-    ext_k = ref_layer(c, [p for p in ps if p.purpose == profile.EXTERNAL and p.evse_id == k],
-                      t, anchor)
-    txp = ref_layer(c, [p for p in ps if p.purpose == profile.TX and p.evse_id == k
-                        and tx is not None and p.transaction_id == tx[0]], t, anchor)
-    txd = ref_layer(c, [p for p in ps if p.purpose == profile.TX_DEFAULT
-                        and p.evse_id in (0, k)], t, anchor)
-    return [ext_k, txp if txp is not None else txd]
-
-
-def ref_limit(c, ps, evse, t, unit, now):
-    station_layers = [
-        ref_layer(c, [p for p in ps if p.purpose == profile.MAX], t, now),
-        ref_layer(c, [p for p in ps if p.purpose == profile.EXTERNAL and p.evse_id == 0], t, now)]
-    if evse:
-        a, w, ph = ref_fold(station_layers + ref_evse_layers(c, ps, evse, t, now))
-        if a is None and w is None:
-            return (c.default_amps if unit == profile.UNIT_A else c.default_watts), 0
-        return ref_convert(c, a, w, ph, unit), ph
-    total = 0
-    top = 0
-    for k in range(1, c.evse_count + 1):
-        a, w, ph = ref_fold(ref_evse_layers(c, ps, k, t, now))
-        if a is None and w is None:
-            total += c.default_amps if unit == profile.UNIT_A else c.default_watts
-        else:
-            total += ref_convert(c, a, w, ph, unit)
-            top = max(top, ph)
-    a, w, ph = ref_fold(station_layers)
-    if top and (ph == 0 or top < ph):
-        ph = top
-    if a is not None or w is not None:
-        total = min(total, ref_convert(c, a, w, ph, unit))
-    return total, ph
+def reference_of(c, pset):
+    ref = reference.Reference(c.evse_count, c.supply_voltage, c.default_amps, c.default_watts,
+                              c.ac)
+    for p in pset:
+        ref.add(p.evse_id, profile.to_json(p))
+    for k, tx in c.transactions.items():
+        ref.transactions[k] = tx
+    return ref
 
 
 def expand(periods, duration):
@@ -228,6 +134,18 @@ def expand(periods, duration):
         end = periods[i + 1][0] if i + 1 < len(periods) else n
         out.extend([(lim, ph)] * (end - off))
     return out
+
+
+def seconds_to_check(ref, periods, duration):
+    """Every instant where anything may change (either side), the engine's own
+    boundaries (either side), the window's ends, and every 97th second."""
+    n = max(duration, 1)
+    out = set(range(0, n, 97)) | {n - 1}
+    for x in ref.instants(NOW, NOW + n):
+        out.update((x - NOW - 1, x - NOW, x - NOW + 1))
+    for q in periods:
+        out.update((q[0] - 1, q[0], q[0] + 1))
+    return sorted(s for s in out if 0 <= s < n)
 
 
 # ---- properties ---------------------------------------------------------------------
@@ -242,19 +160,21 @@ def test_composite_equals_per_second_reference(sc):
         assert periods[i][0] > periods[i - 1][0]
         assert periods[i][1:] != periods[i - 1][1:], "equal neighbours not merged"
     got = expand(periods, duration)
-    ps = list(pset)
-    want = [ref_limit(c, ps, evse, NOW + s, unit, NOW) for s in range(max(duration, 1))]
-    if got != want:
-        i = next(i for i in range(len(want)) if got[i] != want[i])
-        raise AssertionError("second %d: composite %r, reference %r; evse %d unit %d; "
-                             "transactions %r; profiles %s" % (
-                                 i, got[i], want[i], evse, unit, c.transactions,
-                                 json.dumps([(p.evse_id, profile.to_json(p)) for p in ps])))
+    ref = reference_of(c, pset)
+    uname = profile.UNIT_NAMES[unit]
+    checked = seconds_to_check(ref, periods, duration)
+    for s in checked:
+        want = ref.limit(evse, NOW + s, uname, NOW)
+        if got[s] != want:
+            raise AssertionError("second %d: composite %r, reference %r; evse %d unit %d; "
+                                 "transactions %r; profiles %s" % (
+                                     s, got[s], want, evse, unit, c.transactions,
+                                     json.dumps([(p.evse_id, profile.to_json(p)) for p in pset])))
     # the next change is where the result first differs from the value at now
-    first_diff = next((s for s in range(len(want)) if want[s] != want[0]), None)
+    first_diff = next((s for s in checked if got[s] != got[0]), None)
     assert nxt == (NOW + first_diff if first_diff is not None else NOW + max(duration, 1))
     lim, ph, nxt2 = composite.limit_at(c, pset, evse, NOW, unit)
-    assert (lim, ph) == want[0]
+    assert (lim, ph) == ref.limit(evse, NOW, uname, NOW)
     if first_diff is not None:
         assert nxt2 == NOW + first_diff
 
@@ -265,21 +185,12 @@ def test_never_above_any_applicable_cap(sc):
     c, pset, evse, duration, unit = sc
     periods, _ = composite.compute(c, pset, evse, NOW, duration, unit)
     got = expand(periods, duration)
-    ps = list(pset)
-    # the caps in force: per cap layer, the highest stack with a period (K01.FR.17);
-    # Relative station-level caps start at the request time, an EVSE's at its
-    # transaction start
-    tx = c.transactions.get(evse)
-    layers = [([p for p in ps if p.purpose == profile.MAX], NOW),
-              ([p for p in ps if p.purpose == profile.EXTERNAL and p.evse_id == 0], NOW)]
-    if evse:
-        layers.append(([p for p in ps if p.purpose == profile.EXTERNAL and p.evse_id == evse],
-                       NOW if tx is None else tx[1]))
-    for s in range(len(got)):
-        for layer, anchor in layers:
-            v = ref_layer(c, layer, NOW + s, anchor)
-            if v is not None:
-                assert got[s][0] <= v[0][0], (s, got[s], v)
+    ref = reference_of(c, pset)
+    uname = profile.UNIT_NAMES[unit]
+    # every Max / External limit in force (and the EVSE's Tx-or-TxDefault one)
+    for s in seconds_to_check(ref, periods, duration):
+        for cap in ref.caps(evse, NOW + s, uname, NOW):
+            assert got[s][0] <= cap, (s, got[s], cap)
 
 
 @PROPS
