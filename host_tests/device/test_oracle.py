@@ -204,3 +204,32 @@ def test_oracle_catches_a_wrong_engine():
     finally:
         composite.compute = real
         log.level = old
+
+
+def test_control_loop_never_offers_above_any_limit():
+    """The first promise on generated stations: the control loop (Controller +
+    simulated board, an EV charging wherever a transaction runs) never offers
+    more than min(every limit that applies, rating) at any sampled second of the
+    first day. ORACLE_CONTROL_CASES=N for a longer run."""
+    v = os.getenv("ORACLE_CONTROL_CASES")
+    n = int(v) if v else (40 if IS_MICROPYTHON else 120)
+    old = _quiet()
+    t1 = _ms()
+    checks = 0
+    failed = []
+    first = None
+    try:
+        for seed in range(n):
+            try:
+                checks += profgen.run_control(profgen.scenario(profgen.Rand(seed)))
+            except AssertionError as e:
+                failed.append(seed)
+                if first is None:
+                    first = "seed %d: %s" % (seed, e)
+    finally:
+        log.level = old
+    print("control oracle: %d cases (%d disagree), %d (second, EVSE) checks, %.1f s"
+          % (n, len(failed), checks, _since(t1) / 1000))
+    assert not failed, "%d of %d cases offer above a limit, seeds %r; first: %s" % (
+        len(failed), n, failed[:20], first)
+    assert checks > 10 * n
