@@ -293,6 +293,22 @@ def test_local_limit_in_force_at_any_clock():
         assert _limit(sc) == 7, now
 
 
+def test_local_limit_schedule_counts_from_now():
+    # a schedule from the energy manager: 8394.4 W now, 93350.4 W from 4073 s on
+    # (oracle finding 7); in A: 83944 // 690 = 121 tenths, 933504 // 690 = 1352
+    sc = _station(tmpdir("extsched"), "2101-12-18T01:33:38Z")
+    sc.set_external_limit(2, 0, "W", "EMS", periods=[(0, 83944), (4073, 933504)])
+    r, _ = sc.composite(2, 5000, "A")
+    assert [(q["startPeriod"], q["limit"]) for q in r["schedule"]["chargingSchedulePeriod"]] == \
+        [(0, 12.1), (4073, 135.2)]
+    unset = _station(tmpdir("extunset"))
+    unset.clock = _Clock(None)
+    e = raises(ValueError, unset.set_external_limit, 1, 0, "A", "EMS", [(0, 60), (60, 80)])
+    assert "clock" in str(e)
+    unset.set_external_limit(1, 60, "A", "EMS")   # a constant limit needs no clock
+    assert unset.profiles.get_local(smart.external_id(1, 1)) is not None
+
+
 # ---------------------------------------------------------------- numbers (issue 12)
 
 def test_tenths_never_rounds_up():

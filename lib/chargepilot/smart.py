@@ -337,7 +337,8 @@ class SmartCharging:
         """Install (or replace) the limit an external system imposes on an EVSE
         (0 = the whole station) as a ChargingStationExternalConstraints profile,
         persist it, and notify the CSMS. `periods`: optional [(startPeriod s,
-        limit tenths)] instead of one constant limit. Raises ValueError."""
+        limit tenths)] instead of one constant limit, counted from now (the
+        clock must be set). Raises ValueError."""
         if not self.dm.get("ExternalControlSignalsEnabled"):
             raise ValueError("external control signals are disabled "
                              "(SmartChargingCtrlr.ExternalControlSignalsEnabled)")
@@ -347,15 +348,23 @@ class SmartCharging:
             raise ValueError("no EVSE %r" % (evse_id,))
         if periods is None:
             periods = [(0, limit_tenths)]
+        if len(periods) == 1 and periods[0][0] == 0:
+            # a constant limit: in force whatever the clock says (unset, wrong,
+            # stepped back), open-ended: from the earliest instant the schema allows
+            start = _LOCAL_START
+        else:
+            # a schedule counts from now: it needs the clock
+            now = self._now()
+            if now is None:
+                raise ValueError("external limit schedule: the clock is not set")
+            start = rfc3339.format(now)
         pid = external_id(evse_id, SOURCE_NAMES.index(source))
         cp = {"id": pid, "stackLevel": 0,
               "chargingProfilePurpose": "ChargingStationExternalConstraints",
               "chargingProfileKind": "Absolute",
               "chargingSchedule": [{
                   "id": 1, "chargingRateUnit": unit,
-                  # In force now whatever the clock says (1970..2106 or wrong),
-                  # open-ended: the earliest instant the schema allows.
-                  "startSchedule": _LOCAL_START,
+                  "startSchedule": start,
                   "chargingSchedulePeriod": [{"startPeriod": s, "limit": profile.number(v)}
                                              for s, v in periods]}]}
         try:
