@@ -47,6 +47,11 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import venvcheck  # noqa: E402
+
+venvcheck.ensure("ocpp")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "lib", "chargepilot", "schemas")
 

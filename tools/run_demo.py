@@ -18,6 +18,11 @@ import os
 import signal
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import venvcheck  # noqa: E402
+
+venvcheck.ensure("ocpp", "websockets")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
