@@ -254,6 +254,7 @@ class Csms:
         self._changed = asyncio.Event()
         self._open_calls = {}  # message id -> action (both directions)
         self.muted = set()  # station ids whose frames are recorded but not answered
+        self.full = False  # print whole frames instead of one-line summaries
         self._frozen = []  # connections whose reading was paused (freeze())
 
     # ------------------------------------------------------------ server
@@ -421,6 +422,12 @@ class Csms:
             return
         arrow = "CS>>CSMS" if f.direction == "in" else "CSMS>>CS"
         kind = f.kind
+        if self.full:
+            what = f.action or "?"
+            if kind in ("RESULT", "ERROR"):
+                what += "." + kind.lower()
+            self._line("%s %-8s %s %-28s %s" % (self._stamp(), f.station, arrow, what, f.text))
+            return
         if kind == "CALL":
             what = f.action
             body = summarize(f.msg[3])
