@@ -367,7 +367,7 @@ def test_firmware_config_checks(tmp_path):
         (dict(good, security_profile=2), "wss://"),
         (dict(good, csms_url="wss://h/ocpp", security_profile=2), "ca_file"),
         (dict(good, password="short"), "16 characters"),
-        (dict(good, board=5), "board must be a string"),
+        (dict(good, board_module=5), "board_module must be a string"),
     ]
     for cfg, words in bad_cases:
         with pytest.raises(fw.ConfigError) as ei:
