@@ -155,18 +155,33 @@ def _snap(pilot_rows, loop_rows):
     pass, the board every single change) keeps its time, but never goes before the
     record ahead of it."""
     j = 0
+    matched = []
+    for row in pilot_rows:
+        hit = False
+        if row[0] is not None:
+            for k in range(j, len(loop_rows)):
+                ms, amps, _, _, relay = loop_rows[k]
+                if ms >= row[0] + 2000:
+                    break
+                if ms >= row[0] - 1000 and amps == row[1] and relay == row[4]:
+                    row[0] = ms
+                    j = k + 1
+                    hit = True
+                    break
+        matched.append(hit)
+    # an unmatched change of the same pass (pilot first, then the relay): the time of
+    # the matched record right after it
+    nxt = None
+    for i in range(len(pilot_rows) - 1, -1, -1):
+        row = pilot_rows[i]
+        if matched[i]:
+            nxt = row[0]
+        elif row[0] is not None and nxt is not None and 0 <= nxt - row[0] < 2000:
+            row[0] = nxt
     prev = None
     for row in pilot_rows:
         if row[0] is None:
             continue
-        for k in range(j, len(loop_rows)):
-            ms, amps, _, _, relay = loop_rows[k]
-            if ms >= row[0] + 2000:
-                break
-            if ms >= row[0] - 1000 and amps == row[1] and relay == row[4]:
-                row[0] = ms
-                j = k + 1
-                break
         if prev is not None and row[0] < prev:
             row[0] = prev
         prev = row[0]
@@ -262,8 +277,15 @@ def _evse_svg(run, evse):
         s += ts
     # paused spans (offered 0 with the pilot at +12 V while an EV is connected)
     out_steps = _steps([(r[0], r) for r in outs], run.t1)
+    pauses = []
     for t_a, t_b, r in out_steps:
         if r[1] == 0 and r[3] in ("B", "C", "D") and (r[2] is None or r[2] >= 100):
+            if pauses and pauses[-1][1] == t_a:
+                pauses[-1][1] = t_b  # one pause, even if the relay opens within it
+            else:
+                pauses.append([t_a, t_b])
+    for t_a, t_b in pauses:
+        if True:
             x0, x1 = _x(run, t_a), _x(run, t_b)
             p.append('<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="%s" fill-opacity="0.5">'
                      '<title>paused (+12 V): %s</title></rect>'
