@@ -215,6 +215,20 @@ async def _shutdown(st):
             log.warn(_TAG, "close after interrupt: %s" % e)
 
 
+_ERRNO = {2: "no such file or directory", 13: "permission denied", 17: "file exists",
+          20: "a path component is not a directory", 21: "is a directory",
+          28: "no space left on the device", 30: "read-only file system"}
+
+
+def _os_error(e):
+    code = e.args[0] if e.args and type(e.args[0]) is int else None
+    text = _ERRNO.get(code)
+    if text is None:
+        return str(e)
+    where = getattr(e, "filename", None)
+    return "%s (errno %d)%s" % (text, code, ": %s" % where if where else "")
+
+
 def _wall_ms():
     """Host wall clock in ms since 1970 (the frame log's time base; a host has one)."""
     return time.time_ns() // 1000000
@@ -288,6 +302,9 @@ def main():
         st = build(cfg)
     except KeyboardInterrupt:
         return 0
+    except OSError as e:  # MicroPython's str(OSError) is only the errno: say what and where
+        log.error(_TAG, "cannot start: state dir %s: %s" % (cfg.get("state"), _os_error(e)))
+        return 2
     except Exception as e:
         log.error(_TAG, "cannot start: %s" % e)
         return 2

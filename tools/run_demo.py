@@ -37,9 +37,10 @@ import timeline  # noqa: E402
 
 def parse(argv):
     ap = argparse.ArgumentParser(prog="run_demo", description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                 formatter_class=venvcheck.HelpFormatter,
                                  epilog="example: tools/run_demo.py --step 3 --full")
-    ap.add_argument("--runtime", choices=("micropython", "cpython"), default="micropython")
+    ap.add_argument("--runtime", choices=("micropython", "cpython"), default="micropython",
+                    help="where the agent runs")
     ap.add_argument("--duration", type=float,
                     help="stop after this many seconds at the latest (default: when the "
                     "scenario is done)")

@@ -44,3 +44,21 @@ def venv_bin(name):
         if os.access(exe, os.X_OK):
             return exe
     return name
+
+
+try:
+    import argparse
+
+    class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+        """--help of every tool: each option's default (unless None/False or already said),
+        the description and the example epilog kept as written."""
+
+        def _get_help_string(self, action):
+            text = action.help or ""
+            d = action.default
+            if (d is None or d is False or d == [] or d is argparse.SUPPRESS
+                    or "default" in text or not action.option_strings):
+                return text
+            return (text + " " if text else "") + "(default: %s)" % (d,)
+except ImportError:  # pragma: no cover
+    pass
