@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: run test venv bench clean
 
 run: $(STAMP)
-	$(PY) tools/run_demo.py
+	$(PY) tools/run_demo.py $(RUN_ARGS)   # e.g. make run RUN_ARGS="--step 3 --full"
 
 test: $(STAMP)
 	$(PY) tools/test_all.py
