@@ -234,6 +234,28 @@ def _wall_ms():
     return time.time_ns() // 1000000
 
 
+def _redact(v):
+    if type(v) is dict:
+        var = v.get("variable")
+        if type(var) is dict and "Password" in str(var.get("name", "")) and "attributeValue" in v:
+            v["attributeValue"] = "<redacted>"
+        for k in v:
+            _redact(v[k])
+    elif type(v) is list:
+        for x in v:
+            _redact(x)
+
+
+def _redacted(text):
+    """A frame with every value of a *Password variable replaced (frame log, debug log)."""
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        return "<unparsable frame naming a password: redacted>"
+    _redact(msg)
+    return json.dumps(msg)
+
+
 def _event_log(st, path):
     """--frame-log FILE: one JSON line per OCPP frame and per change of the limit
     the control loop applies, each with the host's wall time in ms:
@@ -247,6 +269,8 @@ def _event_log(st, path):
     def on_frame(direction, text):
         if prev_frame is not None:
             prev_frame(direction, text)
+        if "Password" in text:  # GetVariables/SetVariables of BasicAuthPassword: never logged
+            text = _redacted(text)
         if log.level <= log.DEBUG:
             log.debug("frame", "%s %s" % ("CS>>CSMS" if direction == "out" else "CSMS>>CS", text))
         if f is not None:
