@@ -27,7 +27,11 @@ def in_venv():
 
 def ensure(*modules):
     """Re-exec under .venv/bin/python if needed; exit 2 with a hint if `modules` are missing."""
-    if not in_venv() and os.access(VENV_PY, os.X_OK) and not os.environ.get("CHARGEPILOT_NO_VENV"):
+    if in_venv():
+        os.environ.pop("_CHARGEPILOT_REEXEC", None)  # children start afresh
+    if (not in_venv() and os.access(VENV_PY, os.X_OK) and not os.environ.get("CHARGEPILOT_NO_VENV")
+            and not os.environ.get("_CHARGEPILOT_REEXEC")):  # once: a broken venv must not loop
+        os.environ["_CHARGEPILOT_REEXEC"] = "1"
         os.execv(VENV_PY, [VENV_PY] + sys.argv)
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
