@@ -310,17 +310,16 @@ def _evse_svg(run, evse):
     # relay band
     p.append('<text x="%d" y="%d" text-anchor="end" fill="#444">relay</text>' % (_L - 6, relay_y + 17))
     p.append('<rect x="%d" y="%d" width="%d" height="%d" fill="#f4f4f4"/>' % (_L, relay_y, _W - _L - _R, _BAND_H))
-    for t_a, t_b, r in out_steps:
-        if r[4]:
+    for t_a, t_b, closed in _runs(out_steps, 4):
+        if closed:
             x0, x1 = _x(run, t_a), _x(run, t_b)
             p.append('<rect class="relay" x="%.1f" y="%d" width="%.1f" height="%d" fill="%s">'
                      '<title>relay closed: %s</title></rect>'
                      % (x0, relay_y, max(x1 - x0, 1), _BAND_H, c["relay"], _span_text(run, t_a, t_b)))
     # pilot state band
     p.append('<text x="%d" y="%d" text-anchor="end" fill="#444">EV pilot</text>' % (_L - 6, state_y + 17))
-    for t_a, t_b, r in out_steps:
+    for t_a, t_b, st in _runs(out_steps, 3):
         x0, x1 = _x(run, t_a), _x(run, t_b)
-        st = r[3]
         p.append('<rect class="state" x="%.1f" y="%d" width="%.1f" height="%d" fill="%s">'
                  '<title>pilot state %s: %s</title></rect>'
                  % (x0, state_y, max(x1 - x0, 1), _BAND_H, STATE_COLOURS.get(st, "#bbbbbb"),
@@ -355,6 +354,17 @@ def _evse_svg(run, evse):
         lx += 30 + 7 * len(name)
     p.append("</svg>")
     return "\n".join(p)
+
+
+def _runs(steps, field):
+    """Consecutive steps with the same value of row[field] joined: [(start, end, value)]."""
+    out = []
+    for t_a, t_b, r in steps:
+        if out and out[-1][2] == r[field] and out[-1][1] == t_a:
+            out[-1][1] = t_b
+        else:
+            out.append([t_a, t_b, r[field]])
+    return out
 
 
 def _frame_for(evse, text, run):
