@@ -119,7 +119,10 @@ def summarize(payload, limit=160):
 
 
 def _short_item(item):
-    """GetVariables-style items read best as Component.Variable=value status."""
+    """GetVariables-style items read best as Component.Variable=value status; schedule
+    periods as "START s: LIMIT" (so every period of a composite schedule fits a line)."""
+    if "startPeriod" in item and "limit" in item:
+        return "%s s: %s" % (item["startPeriod"], item["limit"])
     comp = item.get("component", {})
     var = item.get("variable", {})
     if isinstance(comp, dict) and isinstance(var, dict) and comp and var:
