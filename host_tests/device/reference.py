@@ -286,21 +286,16 @@ class Reference:
         return min(total, cap[0]), ph
 
     def caps(self, evse, t, want, now):
-        """Every individual limit that applies at t (each profile in force of the
-        station layers, each External limit, the Tx-or-TxDefault leading one),
-        converted: the composite must never be above any of them."""
+        """Every limit that applies at t, each converted on its own: the leading
+        period(s) of Max, of the station's External, of the EVSE's External and
+        of Tx-or-TxDefault (a lower stack overruled by a higher one does not
+        apply, K01.FR.17). The composite must never be above any of them."""
         out = []
-        anchors = [now] if not evse else [now, self.anchor(evse, now)]
-        for p in self.profiles:
-            if p.purpose == EXT and (p.evse == 0 or p.evse == evse):
-                v = p.at(t, anchors[-1] if p.evse else now, self.ac)
-                if v is not None:
-                    out.append(self.convert(v[0], v[1], v[2], want))
-        for v, unit, n in self.leading([p for p in self.profiles if p.purpose == MAX], t, now):
-            out.append(self.convert(v, unit, n, want))
+        layers = self.station_layers(t, now)
         if evse:
-            for v, unit, n in self.evse_layers(evse, t, now):
-                out.append(self.convert(v, unit, n, want))
+            layers = layers + self.evse_layers(evse, t, now)
+        for v, unit, n in layers:
+            out.append(self.convert(v, unit, n, want))
         return out
 
     def instants(self, t0, t1):
