@@ -152,6 +152,12 @@ class Station:
         for name, reason in nets:
             self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
                                "network profiles: %s" % reason)
+        # settings.json set aside (integrity check failed: defaults in use) or
+        # entries it could not use: one event, the CSMS can set them again
+        dmp = getattr(self.dm, "problems", None)
+        if dmp:
+            self._notify_event({"name": "DeviceDataCtrlr"}, "Problem", "true",
+                               "settings: %s" % "; ".join(dmp[:4]))
         return problems + queued + txp + nets
 
     def _queued(self):
