@@ -73,6 +73,8 @@ class Station:
         self.outbox = outbox.Outbox(state_dir + "/outbox", max_count=OUTBOX_MAX,
                                     check_fs=check_fs)
         self.agent.outbox = self.outbox
+        self.outbox.policy = self._attempt_rule
+        self.outbox.on_discard = self._discarded
         self.smart = smart.SmartCharging(self.cfg, self.profiles, self.store, clock, dm,
                                          call=self.agent.call, online=self._online,
                                          queue=self.agent.queue_call)
@@ -254,6 +256,29 @@ class Station:
             self.agent.queue_call(action, payload)
         except Exception as e:
             log.error(_TAG, "%s not queued: %s" % (action, e))
+
+    def _attempt_rule(self, action):
+        # E13: OCPPCommCtrlr.MessageAttempts / MessageAttemptInterval[TransactionEvent]
+        if action != "TransactionEvent":
+            return None
+        return (self.dm.get("MessageAttemptsTransactionEvent"),
+                self.dm.get("MessageAttemptIntervalTransactionEvent") * 1000)
+
+    def _discarded(self, n, action, payload, reason):
+        """A queued message was discarded (outbox.on_discard). For a
+        TransactionEvent the CSMS sees the seqNo gap (the spec's way: seqNo
+        counts every event of the transaction); this NotifyEvent says which
+        one went and why. A discarded NotifyEvent is only logged (no loop)."""
+        if action == "NotifyEvent":
+            return
+        what = "%s (message %d)" % (action or "message", n)
+        if action == "TransactionEvent" and type(payload) is dict:
+            info = payload.get("transactionInfo")
+            tid = info.get("transactionId") if type(info) is dict else None
+            what = "TransactionEvent %s seqNo %s of transaction %s" % (
+                payload.get("eventType"), payload.get("seqNo"), tid)
+        self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
+                           "%s discarded: %s" % (what, reason))
 
     def _notify_event(self, component, variable, value, tech=None):
         self._event_id += 1

@@ -68,6 +68,14 @@ TABLE = (
     # SecurityProfile is rolled back to the previous value (like B10's fallback)
     ("NetworkProfileConnectionAttempts", "OCPPCommCtrlr", "NetworkProfileConnectionAttempts",
      None, "integer", _RW, 3, 1, 100, _PERSIST),
+    # E13: a TransactionEvent the CSMS does not take (no answer, CALLERROR, the
+    # connection closed after the send) is sent at most MessageAttempts times,
+    # waiting MessageAttemptInterval x (attempts so far) s between; then it is
+    # discarded and reported (outbox.py, app.py)
+    ("MessageAttemptsTransactionEvent", "OCPPCommCtrlr", "MessageAttempts", "TransactionEvent",
+     "integer", _RW, 5, 1, 100, _PERSIST),
+    ("MessageAttemptIntervalTransactionEvent", "OCPPCommCtrlr", "MessageAttemptInterval",
+     "TransactionEvent", "integer", _RW, 10, 0, 3600, _PERSIST),
     # B09/B10: the network profile slots (netprofile.py) in the order the agent
     # uses them; it connects with the first. A new value is a trial (TRIAL_KEYS).
     ("NetworkConfigurationPriority", "OCPPCommCtrlr", "NetworkConfigurationPriority", None,
