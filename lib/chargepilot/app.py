@@ -25,6 +25,8 @@ from chargepilot import (agent, control, log, netprofile, outbox, profiles, smar
 _TAG = "app"
 # Messages that must not be lost wait in flash (outbox.py): at most this many.
 OUTBOX_MAX = const(64)
+# bytes of one queued ClearedChargingLimit at most (record + integrity line: ~140)
+CLEARED_RECORD = const(192)
 # The running transactions (txstate.py): ended after a power loss at the next boot.
 TX_FILE = "transactions.json"
 
@@ -74,6 +76,12 @@ class Station:
                                     check_fs=check_fs)
         self.agent.outbox = self.outbox
         self.outbox.policy = self._attempt_rule
+        # overflow policy: room kept for the ClearedChargingLimit of every limit
+        # that can be active ((EVSEs + the station) x EMS/SO/Other)
+        pairs = (self.cfg.evse_count + 1) * 3
+        self.outbox.reserve_for = ("ClearedChargingLimit",)
+        self.outbox.reserve_count = pairs
+        self.outbox.reserve_bytes = pairs * CLEARED_RECORD
         self.outbox.on_discard = self._discarded
         self.smart = smart.SmartCharging(self.cfg, self.profiles, self.store, clock, dm,
                                          call=self.agent.call, online=self._online,

@@ -192,6 +192,14 @@ class Outbox:
         # up, or refused by the CSMS): the app reports it to the CSMS
         self.on_discard = None
         self.discarded = 0  # messages discarded since start
+        # Overflow policy (docs/store-format.md §8): the last `reserve_count`
+        # messages / `reserve_bytes` bytes of the bounds take only the actions
+        # in `reserve_for` (the app: ClearedChargingLimit, one per limit that
+        # can be active), so a full queue refuses a NotifyChargingLimit but
+        # still takes the ClearedChargingLimit of a limit already notified.
+        self.reserve_for = ()
+        self.reserve_count = 0
+        self.reserve_bytes = 0
 
     def _path(self, name):
         return (self.root + name) if self.root.endswith("/") else (self.root + "/" + name)
@@ -545,7 +553,12 @@ class Outbox:
                     count -= 1
                     live -= idx[i][2]
                     break
-        if count >= self.max_count or live > self.max_bytes:
+        max_count = self.max_count
+        max_bytes = self.max_bytes
+        if action not in self.reserve_for:
+            max_count -= self.reserve_count
+            max_bytes -= self.reserve_bytes
+        if count >= max_count or live > max_bytes:
             self._drop(action, "outbox full (%d messages, %d bytes; limits %d, %d)"
                        % (len(idx), self._live, self.max_count, self.max_bytes))
             raise OutboxFull("outbox full: %d messages, %d bytes queued" % (len(idx), self._live))
