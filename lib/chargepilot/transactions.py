@@ -179,6 +179,8 @@ class Transactions:
         self._block = seq_block
         self._recs = {}  # what the file should hold: transactionId -> entry
         self._loaded = False  # the file was read (recover) before its first write
+        # Ended (PowerLoss) waiting for the clock: (tid, evse, seqNo, latest queued stamp)
+        self._deferred = []
 
     # ------------------------------------------------------------ queries
 
@@ -404,27 +406,69 @@ class Transactions:
             # so the last seqNo used is known exactly; only when all were acknowledged
             # does the reservation decide (a gap of at most seq_block - 1).
             seq = q[0] + 1 if q[0] >= 0 else r[txstate.SEQ]
-            stamp = self._stamp(now if now is not None else r[txstate.AT])
-            if now is None and q[2] > stamp:
-                stamp = q[2]  # never before an event of the transaction still queued
-            p = {"eventType": "Ended", "timestamp": stamp, "triggerReason": "AbnormalCondition",
-                 "seqNo": seq, "transactionInfo": {"transactionId": tid,
-                                                   "stoppedReason": "PowerLoss"},
-                 "evse": {"id": evse_id, "connectorId": 1}}
-            if offline:
-                p["offline"] = True
-            try:
-                self.send("TransactionEvent", p)
-            except Exception as e:  # kept in the file: tried again at the next boot
-                log.exception(_TAG, "Ended of %s not queued" % tid, e)
+            if now is None:
+                # Issue 11 item 8: no time yet. The events already sent carry
+                # times up to the last one (after `at`, the last file write),
+                # so any stamp now could go backwards. The Ended waits in the
+                # file until the clock is set (poll()); the transaction is over.
                 self._recs[tid] = r
-                problems.append((tid, "TransactionEvent Ended not queued: %s" % e))
+                self._deferred.append((tid, evse_id, seq, q[2]))
+                log.warn(_TAG, "EVSE %d: transaction %s ended by a power loss; its Ended "
+                         "waits for the clock" % (evse_id, tid))
+                out.append((evse_id, tid))
                 continue
-            log.warn(_TAG, "EVSE %d: transaction %s ended by a power loss (last state %s, "
-                     "seqNo %d)" % (evse_id, tid, r[txstate.STATE], seq))
+            if not self._end_lost(tid, evse_id, seq, now, r[txstate.AT], q[2], offline,
+                                  problems):
+                self._recs[tid] = r
+                continue
             out.append((evse_id, tid))
         self._save()
         return out, problems
+
+    def _end_lost(self, tid, evse_id, seq, now, at, queued_stamp, offline, problems):
+        """Queue the Ended (PowerLoss) of a transaction a power loss cut; its
+        timestamp is never before an event of it the CSMS has or will get (the
+        last file write `at`, the latest queued stamp). True when queued."""
+        t = now
+        if at is not None and at > t:
+            t = at
+        stamp = self._stamp(t)
+        if queued_stamp > stamp:
+            stamp = queued_stamp
+        p = {"eventType": "Ended", "timestamp": stamp, "triggerReason": "AbnormalCondition",
+             "seqNo": seq, "transactionInfo": {"transactionId": tid,
+                                               "stoppedReason": "PowerLoss"},
+             "evse": {"id": evse_id, "connectorId": 1}}
+        if offline:
+            p["offline"] = True
+        try:
+            self.send("TransactionEvent", p)
+        except Exception as e:  # kept in the file: tried again at the next boot
+            log.exception(_TAG, "Ended of %s not queued" % tid, e)
+            problems.append((tid, "TransactionEvent Ended not queued: %s" % e))
+            return False
+        log.warn(_TAG, "EVSE %d: transaction %s ended by a power loss (seqNo %d)"
+                 % (evse_id, tid, seq))
+        return True
+
+    def _send_deferred(self, now):
+        """The clock is known: queue the Endeds recover() kept back."""
+        d = self._deferred
+        self._deferred = []
+        offline = False
+        if self.online is not None:
+            try:
+                offline = not self.online()
+            except Exception:
+                offline = True
+        for tid, evse_id, seq, qstamp in d:
+            r = self._recs.get(tid)
+            at = r[txstate.AT] if r is not None else None
+            if self._end_lost(tid, evse_id, seq, now, at, qstamp, offline, []):
+                self._recs.pop(tid, None)
+            else:
+                self._deferred.append((tid, evse_id, seq, qstamp))
+        self._save()
 
     # ------------------------------------------------------------ start / end
 
@@ -555,8 +599,11 @@ class Transactions:
                 self._event(evse_id, e, "Updated", "ChargingRateChanged", now)
 
     def poll(self):
-        """Expire remote starts whose EV never came (call now and then)."""
+        """Expire remote starts whose EV never came; queue the Endeds that
+        waited for the clock (call now and then)."""
         now = self._now()
+        if self._deferred and now is not None:
+            self._send_deferred(now)
         for i in range(len(self._e)):
             self._expire(i + 1, self._e[i], now)
 
