@@ -412,7 +412,7 @@ class Transactions:
                 # so any stamp now could go backwards. The Ended waits in the
                 # file until the clock is set (poll()); the transaction is over.
                 self._recs[tid] = r
-                self._deferred.append((tid, evse_id, seq, q[2]))
+                self._deferred.append((tid, evse_id, seq, q[2], offline))
                 log.warn(_TAG, "EVSE %d: transaction %s ended by a power loss; its Ended "
                          "waits for the clock" % (evse_id, tid))
                 out.append((evse_id, tid))
@@ -455,24 +455,22 @@ class Transactions:
         """The clock is known: queue the Endeds recover() kept back."""
         d = self._deferred
         self._deferred = []
-        offline = False
-        if self.online is not None:
-            try:
-                offline = not self.online()
-            except Exception:
-                offline = True
-        for tid, evse_id, seq, qstamp in d:
+        for item in d:
+            tid, evse_id, seq, qstamp, offline = item
             r = self._recs.get(tid)
             at = r[txstate.AT] if r is not None else None
+            # offline as at the boot: the power loss happened while offline
             if self._end_lost(tid, evse_id, seq, now, at, qstamp, offline, []):
                 self._recs.pop(tid, None)
             else:
-                self._deferred.append((tid, evse_id, seq, qstamp))
+                self._deferred.append(item)
         self._save()
 
     # ------------------------------------------------------------ start / end
 
     def _start(self, evse_id, e, trigger, now):
+        if self._deferred and now is not None:
+            self._send_deferred(now)  # an Ended that waited goes before any new Started
         try:
             tid = self._new_id(evse_id, now)
         except Exception as e2:
