@@ -271,6 +271,8 @@ def sweep(top, op, after, mode):
         assert problems == [], (k, problems)
         got = state(records)
         assert got in (old, new), (k, sorted(got))
+        if not c.dead:  # the operation returned: it must survive a cut now
+            assert got == new, (k, sorted(got))
         outcomes.add("old" if got == old else "new")
         assert sorted(os.listdir(d)) == sorted(store.file_name(i) for i in got)
         if mode == "fail":
