@@ -258,11 +258,17 @@ def test_offline_flag_and_clock_unset_start():
     r.online = False
     r.board.ev(1).plug()
     r.run(500)
-    st = last(r)
-    assert st["offline"] is True and st["timestamp"] == "2020-01-01T00:00:00Z"
+    # issue 10 item 7: no invented timestamp; the events wait for the clock
+    assert r.sent == [] and r.txs.held() == 3  # StatusNotification Available, Occupied; Started
     assert r.ctl.advertised(1) == 0  # no clock: paused
     r.clock.set(T0)
     r.run(200)
+    st = r.events()[0]
+    # stamped with the instant it happened: a few hundred ms before the clock was set,
+    # in whole seconds never after the event: T0 - 1 s (hand computation)
+    assert st["eventType"] == "Started" and st["offline"] is True
+    assert st["timestamp"] == rfc3339.format(T0 - 1)
+    assert r.txs.held() == 0
     assert r.cfg.transaction(1)[1] == T0  # Relative profiles anchor once the time is known
     assert r.ctl.advertised(1) == 320
 
@@ -677,7 +683,11 @@ def test_damaged_transactions_file_is_set_aside_and_reported():
             f.write(recfile.frame(body))
         r2 = _rebooted(path)
         got, problems = r2.txs.recover()
-        assert got == [(1, "good")] and r2.events()[0]["seqNo"] == 3
+        assert got == [(1, "good")] and r2.events() == []  # held: no clock, no instant
+        r2.clock.set(T0)
+        r2.txs.poll()
+        assert r2.events()[0]["seqNo"] == 3 and r2.events()[0]["timestamp"] == \
+            rfc3339.format(T0)  # 0 ms old: the boot instant is the clock's now
         assert len(problems) == 1 and "entry" in problems[0][1]
         assert sorted(os.listdir(d)) == ["transactions.json.1.bad", "transactions.json.bad"]
 
@@ -723,7 +733,12 @@ def test_power_loss_ended_not_queued_is_kept_for_the_next_boot():
         r3 = _rebooted(path)
         got, problems = r3.txs.recover()
         assert sorted(got) == sorted([(1, tid), (1, r2.txs.transaction_id(1))])
-        assert problems == [] and _stored(path) == {}
+        # the one that ran without a clock waits for it, and stays in the file until out
+        assert problems == [] and list(_stored(path)) == [r2.txs.transaction_id(1)]
+        r3.clock.set(T0)
+        r3.txs.poll()
+        assert _stored(path) == {}
+        assert "2020-01-01T00:00:00Z" not in [p["timestamp"] for p in r3.events()]
     finally:
         rmtree(d)
 

@@ -199,6 +199,10 @@ class Station:
                 self.txs.poll()
             except Exception as e:
                 log.exception(_TAG, "transactions poll", e)
+            try:
+                self.smart.poll()  # limit notifications held until the clock is known
+            except Exception as e:
+                log.exception(_TAG, "smart poll", e)
 
     # ------------------------------------------------------------ wiring
 

@@ -24,11 +24,17 @@ control loop reports (`update(...)`, wired as `Controller(on_output=...)`):
   (Ended, AbnormalCondition / PowerLoss, seqNo after every one sent).
 
 Everything goes out through `send(action, payload)`; payloads follow the
-official 2.0.1 schemas. Synchronous and bounded: one transaction and at most
+official 2.0.1 schemas. No invented timestamps: an event that happens while
+the clock is unset (every boot until BootNotification / NTP sets it) is held
+here, in order, with the tick count of the moment, and goes out once the clock
+is known, stamped with the instant it happened (now minus its age): "the date
+and time at which this transaction event occurred" (docs/conformance.md,
+"Timestamps while the clock is unset"). Synchronous and bounded: one transaction and at most
 one pending remote start per EVSE. A failing callback is logged, never raised.
 """
 
 import os
+import time
 
 from micropython import const
 
@@ -41,6 +47,8 @@ POWER_PATH_CLOSED = "PowerPathClosed"
 _PLACEHOLDER_TX = "remote-start-pending"
 _MAX_INFO = const(512)
 _STATES = ("A", "B", "C", "D", "E", "F")
+_MAX_HELD = const(64)  # events held while the clock is unset (bounded)
+_AGE_FOLD_MS = const(134217728)  # fold a held event's age into its record before 2**29 ms
 
 # chargingState values
 CHARGING = "Charging"
@@ -179,6 +187,9 @@ class Transactions:
         self._block = seq_block
         self._recs = {}  # what the file should hold: transactionId -> entry
         self._loaded = False  # the file was read (recover) before its first write
+        # events waiting for the clock: [ticks, age folded in ms, action, payload, tid to forget]
+        self._held = []
+        self.held_dropped = 0
 
     # ------------------------------------------------------------ queries
 
@@ -216,14 +227,79 @@ class Transactions:
             return None
 
     def _stamp(self, now):
-        # Before the first clock sync: the epoch of our time scale (clearly "unknown").
-        return rfc3339.format(now if now is not None else 0)
+        # None while the clock is unset: _emit holds the message until it is known
+        return None if now is None else rfc3339.format(now)
 
-    def _emit(self, action, payload):
+    def _emit(self, action, payload, forget=None):
+        if self._held:
+            self.release()
+        if payload.get("timestamp", "") is None or self._held:
+            self._hold_msg(action, payload, forget)
+            return
         try:
             self.send(action, payload)
         except Exception as e:
             log.exception(_TAG, "%s not queued" % action, e)
+
+    def _hold_msg(self, action, payload, forget):
+        held = self._held
+        if len(held) >= _MAX_HELD:
+            # bounded: a StatusNotification is superseded by the later ones; drop the oldest
+            for i in range(len(held)):
+                if held[i][2] == "StatusNotification":
+                    held.pop(i)
+                    break
+            else:
+                self.held_dropped += 1
+                log.error(_TAG, "%s dropped: %d events already wait for the clock"
+                          % (action, _MAX_HELD))
+                return
+            self.held_dropped += 1
+        held.append([self._ticks(), 0, action, payload, forget])
+
+    def _ticks(self):
+        # the clock's own tick source (tests drive a fake one), else time.ticks_ms
+        return getattr(self.clock, "_ticks_ms", time.ticks_ms)()
+
+    def held(self):
+        """How many events wait for the clock."""
+        return len(self._held)
+
+    def release(self):
+        """Send the events held while the clock was unset, stamped with the
+        instant each happened; a no-op while the clock is still unset. Called
+        by every emit and by poll()."""
+        held = self._held
+        if not held:
+            return
+        t = self._now()
+        tk = self._ticks()
+        if t is None:
+            for h in held:  # keep every age within ticks_diff's range
+                d = time.ticks_diff(tk, h[0])
+                if d >= _AGE_FOLD_MS:
+                    h[1] += d
+                    h[0] = tk
+            return
+        while held:
+            h = held.pop(0)
+            d = time.ticks_diff(tk, h[0])
+            age = h[1] + (d if d > 0 else 0)
+            at = t - (age + 999) // 1000  # whole seconds, never after the event
+            stamp = rfc3339.format(at if at > 0 else 0)
+            p = h[3]
+            if "timestamp" in p:
+                p["timestamp"] = stamp
+            for mv in p.get("meterValue") or ():
+                if type(mv) is dict and mv.get("timestamp", "") is None:
+                    mv["timestamp"] = stamp
+            try:
+                self.send(h[2], p)
+            except Exception as e:
+                log.exception(_TAG, "%s not queued" % h[2], e)
+                continue
+            if h[4] is not None:
+                self._forget(h[4])  # a recovered Ended is out: off the file now
 
     def _wake(self):
         if self.changed is not None:
@@ -405,7 +481,7 @@ class Transactions:
             # does the reservation decide (a gap of at most seq_block - 1).
             seq = q[0] + 1 if q[0] >= 0 else r[txstate.SEQ]
             stamp = self._stamp(now if now is not None else r[txstate.AT])
-            if now is None and q[2] > stamp:
+            if now is None and stamp is not None and q[2] > stamp:
                 stamp = q[2]  # never before an event of the transaction still queued
             p = {"eventType": "Ended", "timestamp": stamp, "triggerReason": "AbnormalCondition",
                  "seqNo": seq, "transactionInfo": {"transactionId": tid,
@@ -413,6 +489,13 @@ class Transactions:
                  "evse": {"id": evse_id, "connectorId": 1}}
             if offline:
                 p["offline"] = True
+            if stamp is None:
+                # no clock and no recorded instant: held until the clock is known,
+                # kept in the file until it is out (a cut before that ends it again)
+                self._recs[tid] = r
+                self._hold_msg("TransactionEvent", p, tid)
+                out.append((evse_id, tid))
+                continue
             try:
                 self.send("TransactionEvent", p)
             except Exception as e:  # kept in the file: tried again at the next boot
@@ -555,7 +638,10 @@ class Transactions:
                 self._event(evse_id, e, "Updated", "ChargingRateChanged", now)
 
     def poll(self):
-        """Expire remote starts whose EV never came (call now and then)."""
+        """Expire remote starts whose EV never came, send the events held for
+        the clock once it is known (call now and then)."""
+        if self._held:
+            self.release()
         now = self._now()
         for i in range(len(self._e)):
             self._expire(i + 1, self._e[i], now)
