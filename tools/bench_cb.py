@@ -195,6 +195,9 @@ async def _run(n, guard, emit):
         emit(pre + "load_rounds", rounds, "rounds of 1024-period set + 20-profile report + "
                                           "external limit")
         emit(pre + "guard_trips", st.board.guard_trips, "trips")
+        if guard:
+            emit(pre + "guard_wait_max", st.board.guard_wait_max_us / 1000,
+                 "ms (longest a scheduled guard waited: C calls + OS scheduling)")
     finally:
         st.stop()
         try:

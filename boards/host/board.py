@@ -168,6 +168,8 @@ class Board:
         self.guard_ms = None
         self.guard_runs = 0
         self.guard_trips = 0
+        self._sched_us = None  # ticks_us of the oldest schedule() not yet run
+        self.guard_wait_max_us = 0  # longest wait of a scheduled guard (benchmarks)
 
     def close(self):
         if self._log is not None:
@@ -366,6 +368,12 @@ class Board:
     def guard(self, _arg=None):
         """The timer callback: as on the ESP32 (chargepilot.pilot.guard_trip)."""
         self.guard_runs += 1
+        at = self._sched_us
+        if at is not None:  # how long the scheduled callback waited (a long C call)
+            self._sched_us = None
+            d = time.ticks_diff(time.ticks_us(), at)
+            if d > self.guard_wait_max_us:
+                self.guard_wait_max_us = d
         for e in self._evses:
             if e.mode != "pilot" or not e.relay:
                 continue
@@ -410,6 +418,8 @@ class Board:
             time.sleep_ms(self.guard_ms)
             if not self._guard_on:
                 break
+            if self._sched_us is None:
+                self._sched_us = time.ticks_us()
             try:
                 sched(cb, None)
             except RuntimeError:  # the queue is full: the previous one has not run yet
