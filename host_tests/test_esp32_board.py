@@ -561,21 +561,51 @@ def test_guard_during_set_output_wins():
     assert out[2] is False and machine.pins[26].value() == 0
 
 
+def test_guard_between_the_decision_and_the_outputs_wins():
+    """The callback runs after set_output read C and decided "relay closed",
+    before it drives the outputs: the relay must not be closed again."""
+    b, clock, line, t = _charging()
+    e = b._evses[0]
+    orig = e.out.update
+
+    def update(*a):
+        r = orig(*a)
+        line.state = "B"
+        t.fire()
+        return r
+
+    e.out.update = update
+    k = len(machine.events)
+    out = b.set_output(1, 160)
+    assert b.guard_trips == 1
+    assert out[2] is False and machine.pins[26].value() == 0
+    assert out[1] == "B"
+    assert machine.events[k:] == [("pin", 26, 0)]  # not even a pulse of the coil after the trip
+
+
 def test_guard_during_the_close_wins(monkeypatch):
+    """The callback runs right after the relay pin was written closed (the EV
+    left C at that moment): set_output must end with the relay open and say so."""
     b, clock, line = make()
     b.start_guard()
     t = machine.timers[0]
     line.state = "C"
     orig = machine.Pin.value
+    fired = []
 
     def value(self, *a):
         r = orig(self, *a)
-        if self.id == 26 and a and a[0] == 1:
+        if self.id == 26 and a and a[0] == 1 and not fired:
+            fired.append(1)
             line.state = "B"
-            t.fire()  # the callback runs right after the relay closed
+            t.fire()
         return r
 
     monkeypatch.setattr(machine.Pin, "value", value)
-    out = steps(b, clock, 160)
-    assert b.guard_trips >= 1
+    for _ in range(10):
+        out = b.set_output(1, 160)
+        clock.advance(100)
+        if fired:
+            break
+    assert fired and b.guard_trips == 1
     assert machine.pins[26].value() == 0 and out[2] is False
