@@ -779,3 +779,20 @@ def test_failed_write_is_retried_and_recover_not_called_keeps_old_entries():
                 r.cfg, r.profiles, r.clock, None, state_path=path, seq_block=bad))
     finally:
         rmtree(d)
+
+
+def test_event_held_for_days_keeps_its_instant():
+    # The clock stays unset for 8 days (longer than ticks_diff's 2**29 ms range on a
+    # board); poll() runs meanwhile (the agent's 1 s poll, here once a day). The event
+    # is stamped 8 days and a fraction before the clock's time: T0 - 8 d - 1 s.
+    r = Rig(tx=True, clock_set=False)
+    r.board.ev(1).plug()
+    r.run(500)
+    assert r.sent == [] and r.txs.held() == 3
+    for _ in range(8):
+        r.ticks.advance(86400000)
+        r.txs.poll()
+    r.clock.set(T0)
+    r.txs.poll()
+    started = [p for a, p in r.sent if a == "TransactionEvent"][0]
+    assert started["timestamp"] == rfc3339.format(T0 - 8 * 86400 - 1), started["timestamp"]

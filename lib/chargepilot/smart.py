@@ -73,7 +73,8 @@ class SmartCharging:
         # notifications waiting for the CSMS: (evse, source) -> (action, payload)
         self.pending = {}
         # notifications waiting for the clock (a schedule's startSchedule needs it), and
-        # every later one behind them: [ticks, key, action, payload, (unit, periods) | None]
+        # every later one behind them:
+        # [ticks, age folded in ms, key, action, payload, (unit, periods) | None]
         self._unstamped = []
         self.problems = []
 
@@ -393,8 +394,8 @@ class SmartCharging:
             if len(q) >= 16:  # bounded: the oldest goes (a later one of its limit follows)
                 old = q.pop(0)
                 log.error(_TAG, "%s for evse %d (%s) dropped: the clock is still unset"
-                          % (old[2], old[1][0], old[1][1]))
-            q.append([self._ticks(), key, action, msg, sched])
+                          % (old[3], old[2][0], old[2][1]))
+            q.append([self._ticks(), 0, key, action, msg, sched])
             return
         if sched is not None:
             msg["chargingSchedule"] = [_schedule_from(self._now(), sched[0], sched[1])]
@@ -411,14 +412,20 @@ class SmartCharging:
         if not q:
             return
         t = self._now()
-        if t is None:
-            return
         tk = self._ticks()
+        if t is None:
+            for h in q:  # keep every age within ticks_diff's range (2**29 ms on a board)
+                d = time.ticks_diff(tk, h[0])
+                if d >= 134217728:
+                    h[1] += d
+                    h[0] = tk
+            return
         while q:
-            ticks, key, action, msg, sched = q.pop(0)
+            ticks, folded, key, action, msg, sched = q.pop(0)
             if sched is not None:
                 d = time.ticks_diff(tk, ticks)
-                at = t - ((d if d > 0 else 0) + 999) // 1000  # never after the set
+                d = folded + (d if d > 0 else 0)
+                at = t - (d + 999) // 1000  # whole seconds, never after the set
                 msg["chargingSchedule"] = [_schedule_from(at if at > 0 else 0, sched[0], sched[1])]
             self.notify(key, action, msg)
 
