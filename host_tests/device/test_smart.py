@@ -486,3 +486,30 @@ def test_full_outbox_never_delivers_a_cleared_without_its_notify():
                 ob.ack(ob.ids()[0])
         assert csms_view_ok(delivered + list(ob.items()))
         assert len(delivered) + len(ob) >= 4
+
+
+def test_external_limit_schedule_never_carries_an_invented_instant():
+    # Issue 10 item 7: the schedule of a NotifyChargingLimit starts at the instant
+    # the limit was set; while the clock is unset it waits (never 2020-01-01T00:00:00Z).
+    sc = make(NotifyChargingLimitWithSchedules=True)
+    tk = [1000]
+    sc.clock._ticks_ms = lambda: tk[0]
+    sc.set_external_limit(1, 200, source="EMS")
+    _a, p = sc.pending[(1, "EMS")]
+    assert p["chargingSchedule"][0]["startSchedule"] == "2025-06-01T12:00:00Z"
+    sc.clock.t = None  # e.g. after a reboot, before BootNotification
+    sc.set_external_limit(2, 100, source="SO")
+    assert (2, "SO") not in sc.pending
+    assert sc.clear_external_limit(1, "EMS") is True  # queued behind the held one
+    assert sc.pending[(1, "EMS")][0] == "NotifyChargingLimit"
+    tk[0] += 2500
+    sc.poll()  # still unset: nothing moves
+    assert (2, "SO") not in sc.pending
+    sc.clock.t = NOW + 3600
+    sc.poll()
+    _a, p = sc.pending[(2, "SO")]
+    # set 2.5 s before the clock read NOW + 1 h: whole seconds, never after the set
+    assert p["chargingSchedule"][0]["startSchedule"] == rfc3339.format(NOW + 3600 - 3)
+    assert sc.pending[(1, "EMS")][0] == "ClearedChargingLimit"
+    for _k, (_a, p) in sc.pending.items():
+        assert "2020-01-01T00:00:00Z" not in str(p)

@@ -258,11 +258,17 @@ def test_offline_flag_and_clock_unset_start():
     r.online = False
     r.board.ev(1).plug()
     r.run(500)
-    st = last(r)
-    assert st["offline"] is True and st["timestamp"] == "2020-01-01T00:00:00Z"
+    # issue 10 item 7: no invented timestamp; the events wait for the clock
+    assert r.sent == [] and r.txs.held() == 3  # StatusNotification Available, Occupied; Started
     assert r.ctl.advertised(1) == 0  # no clock: paused
     r.clock.set(T0)
     r.run(200)
+    st = r.events()[0]
+    # stamped with the instant it happened: a few hundred ms before the clock was set,
+    # in whole seconds never after the event: T0 - 1 s (hand computation)
+    assert st["eventType"] == "Started" and st["offline"] is True
+    assert st["timestamp"] == rfc3339.format(T0 - 1)
+    assert r.txs.held() == 0
     assert r.cfg.transaction(1)[1] == T0  # Relative profiles anchor once the time is known
     assert r.ctl.advertised(1) == 320
 
@@ -704,8 +710,12 @@ def test_damaged_transactions_file_is_set_aside_and_reported():
         with open(path, "wb") as f:
             f.write(recfile.frame(body))
         r2 = _rebooted(path)
-        got, problems = _boot(r2)
-        assert got == [(1, "good")] and r2.events()[0]["seqNo"] == 3
+        got, problems = r2.txs.recover()
+        assert got == [(1, "good")] and r2.events() == []  # held: no clock, no instant
+        r2.clock.set(T0)
+        r2.txs.poll()
+        assert r2.events()[0]["seqNo"] == 3 and r2.events()[0]["timestamp"] == \
+            rfc3339.format(T0)  # 0 ms old: the boot instant is the clock's now
         assert len(problems) == 1 and "entry" in problems[0][1]
         assert sorted(os.listdir(d)) == ["transactions.json.1.bad", "transactions.json.bad"]
 
@@ -753,19 +763,7 @@ def test_power_loss_ended_not_queued_is_kept_for_the_next_boot():
         got, problems = _boot(r3)
         assert sorted(got) == sorted([(1, tid), (1, r2.txs.transaction_id(1))])
         assert problems == [] and _stored(path) == {} and len(r3.events()) == 2
-        # clock unknown at boot, and the Ended refused when it comes: kept in flash
-        r3.board.ev(1).plug()
-        r3.run(500)
-        tid4 = r3.txs.transaction_id(1)
-        r4 = _rebooted(path)
-        assert r4.txs.recover() == ([(1, tid4)], [])
-        r4.txs.send = full
-        r4.clock.set(T_CLOCK)
-        r4.txs.poll()
-        assert list(_stored(path)) == [tid4]
-        r4.txs.send = r4._send
-        r4.txs.poll()  # the next poll tries again
-        assert len(r4.events()) == 1 and _stored(path) == {}
+        assert "2020-01-01T00:00:00Z" not in [p["timestamp"] for p in r3.events()]
     finally:
         rmtree(d)
 
@@ -806,3 +804,20 @@ def test_failed_write_is_retried_and_recover_not_called_keeps_old_entries():
                 r.cfg, r.profiles, r.clock, None, state_path=path, seq_block=bad))
     finally:
         rmtree(d)
+
+
+def test_event_held_for_days_keeps_its_instant():
+    # The clock stays unset for 8 days (longer than ticks_diff's 2**29 ms range on a
+    # board); poll() runs meanwhile (the agent's 1 s poll, here once a day). The event
+    # is stamped 8 days and a fraction before the clock's time: T0 - 8 d - 1 s.
+    r = Rig(tx=True, clock_set=False)
+    r.board.ev(1).plug()
+    r.run(500)
+    assert r.sent == [] and r.txs.held() == 3
+    for _ in range(8):
+        r.ticks.advance(86400000)
+        r.txs.poll()
+    r.clock.set(T0)
+    r.txs.poll()
+    started = [p for a, p in r.sent if a == "TransactionEvent"][0]
+    assert started["timestamp"] == rfc3339.format(T0 - 8 * 86400 - 1), started["timestamp"]

@@ -182,12 +182,18 @@ class Station:
         """Control loop + connection; returns when the agent stops."""
         if self.watchdog_ms:
             self.board.start_watchdog(self.watchdog_ms)  # the control loop feeds it
+        guard = getattr(self.board, "start_guard", None)
+        if guard is not None:
+            guard()  # C -> B opens the relay from the board's timer, not from this loop
         ctl = asyncio.create_task(self.ctl.run())
         poller = asyncio.create_task(self._poll())
         try:
             await self.agent.run()
         finally:
             self.ctl.stop()
+            stop_guard = getattr(self.board, "stop_guard", None)
+            if stop_guard is not None:
+                stop_guard()
             poller.cancel()
             try:
                 await asyncio.wait_for_ms(ctl, 1000)
@@ -209,6 +215,10 @@ class Station:
                 self.txs.poll()
             except Exception as e:
                 log.exception(_TAG, "transactions poll", e)
+            try:
+                self.smart.poll()  # limit notifications held until the clock is known
+            except Exception as e:
+                log.exception(_TAG, "smart poll", e)
 
     # ------------------------------------------------------------ wiring
 
