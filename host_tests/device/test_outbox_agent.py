@@ -226,6 +226,9 @@ async def transactions_offline():
     t.update(1, "C", 100, 100, True)
     t.update(1, "A")
     assert a.outbox.problems == [] and a.outbox.dropped == 0
+    import gc
+
+    gc.collect()  # the unix port's 256K heap: agent + transactions + a session
     link = Link(a, csms)
     # the session ran without a clock: its events wait for it (issue 10 item 7);
     # BootNotification sets it, poll() releases them
