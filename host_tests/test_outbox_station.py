@@ -37,3 +37,32 @@ def test_station_reports_a_discarded_transaction_event():
         assert "gave up after 2 attempts" in ev["techInfo"]
     finally:
         rmtree(d)
+
+
+def test_boot_report_without_clock_is_stamped_when_sent():
+    # issue 11 items 7 + 8: a damaged settings.json found at a boot without a
+    # clock is reported (NotifyEvent), stamped when sent, not with 2020-01-01
+    from simcsms import make_station
+
+    from chargepilot import clock
+
+    d = tmpdir("obs")
+    try:
+        with open(d + "/settings.json", "wb") as f:
+            f.write(b'{"version":1,"values":{"SecurityCtrlr/SecurityProfile":"1"}}\n'
+                    b"#crc32=00000000 len=61\n")  # the checksum does not match
+        clk = clock.Clock()
+        st = make_station(d, clk=clk)
+        st.load()
+        queued = [p for _n, a, p in st.outbox.items() if a == "NotifyEvent"]
+        assert len(queued) == 1 and queued[0]["generatedAt"] is None
+        assert "settings" in queued[0]["eventData"][0]["techInfo"]
+        assert "damaged" in queued[0]["eventData"][0]["techInfo"]
+        clk.set_rfc3339("2026-03-01T12:00:00Z")  # BootNotification's currentTime
+        c = Csms(lambda a, p, k: None)
+        run(st.outbox.drain(c.call))
+        ev = c.payloads[0]
+        assert ev["generatedAt"] >= "2026-03-01T12:00:00Z"
+        assert ev["eventData"][0]["timestamp"] == ev["generatedAt"]
+    finally:
+        rmtree(d)

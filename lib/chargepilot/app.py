@@ -83,6 +83,7 @@ class Station:
         self.outbox.reserve_count = pairs
         self.outbox.reserve_bytes = pairs * CLEARED_RECORD
         self.outbox.on_discard = self._discarded
+        self.outbox.prepare = self._stamp_late
         self.smart = smart.SmartCharging(self.cfg, self.profiles, self.store, clock, dm,
                                          call=self.agent.call, online=self._online,
                                          queue=self.agent.queue_call)
@@ -298,9 +299,23 @@ class Station:
         self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
                            "%s discarded: %s" % (what, reason))
 
+    def _stamp_late(self, action, payload):
+        """outbox.prepare: a NotifyEvent queued while the clock was unknown
+        (e.g. the damage found at boot) is stamped when it is sent, never
+        with an invented past time (issue 11 item 8: timestamps never go
+        backwards across reboots). The send time is after the event."""
+        if action != "NotifyEvent" or payload.get("generatedAt") is not None:
+            return payload
+        now = self.clock.now_rfc3339() or "2020-01-01T00:00:00Z"  # not online without a clock
+        payload["generatedAt"] = now
+        for ev in payload.get("eventData") or ():
+            if type(ev) is dict and ev.get("timestamp") is None:
+                ev["timestamp"] = now
+        return payload
+
     def _notify_event(self, component, variable, value, tech=None):
         self._event_id += 1
-        now = self.clock.now_rfc3339() or "2020-01-01T00:00:00Z"
+        now = self.clock.now_rfc3339()  # None: stamped when sent (_stamp_late)
         ev = {"eventId": self._event_id, "timestamp": now, "trigger": "Alerting",
               "actualValue": value[:2500], "component": component,
               "variable": {"name": variable},

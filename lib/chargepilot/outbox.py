@@ -192,6 +192,9 @@ class Outbox:
         # up, or refused by the CSMS): the app reports it to the CSMS
         self.on_discard = None
         self.discarded = 0  # messages discarded since start
+        # fn(action, payload) -> payload, just before each send (the app stamps
+        # a NotifyEvent queued while the clock was unknown)
+        self.prepare = None
         # Overflow policy (docs/store-format.md §8): the last `reserve_count`
         # messages / `reserve_bytes` bytes of the bounds take only the actions
         # in `reserve_for` (the app: ClearedChargingLimit, one per limit that
@@ -768,7 +771,10 @@ class Outbox:
                 action = head[1]
                 self._inflight = n
                 try:
-                    await call(action, head[2])
+                    payload = head[2]
+                    if self.prepare is not None:
+                        payload = self.prepare(action, payload)
+                    await call(action, payload)
                 except rpc.BadResponse as e:
                     log.warn(_TAG, "%s %d delivered; its response is invalid: %s" % (action, n, e))
                 except rpc.CallError as e:
