@@ -511,3 +511,25 @@ def test_external_limit_schedule_never_carries_an_invented_instant():
     assert sc.pending[(1, "EMS")][0] == "ClearedChargingLimit"
     for _k, (_a, p) in sc.pending.items():
         assert "2020-01-01T00:00:00Z" not in str(p)
+
+
+def test_held_for_the_clock_and_bounded_still_no_cleared_alone():
+    # The notifications held while the clock is unset are bounded (16, the
+    # oldest goes): a Notify that goes makes its Cleared go too.
+    from chargepilot import outbox
+
+    ob = outbox.Outbox(tmpdir("smart") + "-obc", 64, check_fs=False)
+    ob.load()
+    sc = make(NotifyChargingLimitWithSchedules=True)  # a Notify waits for the clock
+    sc.queue = ob.put
+    sc.clock._ticks_ms = lambda: 1000
+    sc.clock.t = None  # after a reboot, before BootNotification
+    sc.set_external_limit(1, 80, source="EMS")
+    assert sc.clear_external_limit(1, "EMS") is True
+    for i in range(15):  # 17 held: the first Notify goes
+        sc.set_external_limit(2, 60 + 40 * (i % 2), source="Other")
+    sc.clock.t = NOW
+    sc.poll()
+    items = list(ob.items())
+    assert ("ClearedChargingLimit", 1) not in [(a, p.get("evseId")) for _n, a, p in items]
+    assert csms_view_ok(items) and len(items) == 15, [a for _n, a, _p in items]

@@ -404,6 +404,8 @@ class SmartCharging:
                 old = q.pop(0)
                 log.error(_TAG, "%s for evse %d (%s) dropped: the clock is still unset"
                           % (old[3], old[2][0], old[2][1]))
+                if old[3] == "NotifyChargingLimit" and not self._told.get(old[2]):
+                    self._told[old[2]] = False  # its Cleared must not go alone (item 4)
             q.append([self._ticks(), 0, key, action, msg, sched])
             return
         if sched is not None:
