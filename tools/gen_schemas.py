@@ -75,6 +75,7 @@ MESSAGES = (
     "GetBaseReport",
     "NotifyReport",
     "SetNetworkProfile",
+    "MeterValues",
 )
 KINDS = ("Request", "Response")
 

@@ -20,13 +20,18 @@ interface"), with the hardware replaced by:
 3339 string; without it "t" is null. `ticks_ms` replaces time.ticks_ms.
 """
 
+import json
 import random
 import time
 
-from chargepilot import pilot
+from chargepilot import atomic, pilot
 
 _MAX_EVENTS = 1000
 _PLATEAU = {"A": 12000, "B": 9000, "C": 6000, "D": 3000}
+# simulated meter: 3 phases at 230 V; energy counted in 0.1 W x ms (1 Wh = 36e6)
+_METER_V = 230
+_METER_PHASES = 3
+_UNITS_PER_WH = 36000000
 
 
 def _rfc3339(t):
@@ -126,7 +131,7 @@ class Board:
     def __init__(self, evse_count=1, rating_tenths=320, evses=None, now_fn=None, log_path=None,
                  ticks_ms=None, noise_mv=0, spikes=0, seed=1, samples=100, trim=2,
                  stop_grace_ms=6000, min_increase_ms=0, debounce_ms=250, fast_ms=25,
-                 max_events=_MAX_EVENTS):
+                 max_events=_MAX_EVENTS, meter_path=None):
         if evses is None:
             if type(evse_count) is not int or not 1 <= evse_count <= 16:
                 raise ValueError("host board: evse_count must be 1..16")
@@ -151,6 +156,25 @@ class Board:
         self.watchdog_ms = None
         self.watchdog_feeds = 0
         self._fed_at = None
+        # simulated meter (meter_wh): registers in Wh kept in `meter_path` (a
+        # board's meter keeps its own register through power cuts)
+        self._meter_path = meter_path
+        self._wh = [0] * (self.evse_count + 1)
+        self._acc = [0] * (self.evse_count + 1)  # energy not yet a whole Wh
+        self._mt = [None] * (self.evse_count + 1)  # ticks of the last integration
+        self._saved = None
+        if meter_path:
+            text = atomic.read_text(meter_path)
+            if text:
+                try:
+                    d = json.loads(text)
+                    for k in d:
+                        i = int(k)
+                        if 1 <= i <= self.evse_count and type(d[k]) is int and d[k] >= 0:
+                            self._wh[i] = d[k]
+                except (ValueError, TypeError):
+                    pass  # a damaged register starts at 0 (a new meter)
+            self._saved = list(self._wh)
 
     def close(self):
         if self._log is not None:
@@ -274,6 +298,7 @@ class Board:
         """Apply a current limit; returns (advertised_tenths, state, relay_closed)."""
         e = self._evse(evse_id)
         pilot.check_limit(limit_tenths)
+        self._integrate(evse_id)  # energy drawn under the previous output
         now = self._ticks()
         rating = self.rating_tenths(evse_id)
         if e.mode != "pilot":
@@ -296,6 +321,40 @@ class Board:
         if relay:
             self.set_relay(evse_id, True)
         return adv, state, relay
+
+    # -- meter (docs/ARCHITECTURE.md "Board interface") ------------------
+    def _integrate(self, evse_id):
+        now = self._ticks()
+        last = self._mt[evse_id]
+        self._mt[evse_id] = now
+        if last is None:
+            return
+        dt = time.ticks_diff(now, last)
+        if dt <= 0:
+            return
+        acc = self._acc[evse_id] + self.ev_draw_tenths(evse_id) * _METER_V * _METER_PHASES * dt
+        wh = acc // _UNITS_PER_WH
+        self._acc[evse_id] = acc - wh * _UNITS_PER_WH
+        self._wh[evse_id] += wh
+
+    def meter_wh(self, evse_id):
+        """Energy register of the EVSE in Wh (never decreases; stored before it is
+        returned, so a power cut never shows a lower value afterwards)."""
+        self._evse(evse_id)
+        self._integrate(evse_id)
+        wh = self._wh[evse_id]
+        if self._meter_path and self._saved is not None and self._saved[evse_id] != wh:
+            d = {}
+            for i in range(1, self.evse_count + 1):
+                d[str(i)] = self._wh[i]
+            atomic.write_atomic(self._meter_path, json.dumps(d))
+            self._saved = list(self._wh)
+        return wh
+
+    def meter_amps_tenths(self, evse_id):
+        """Current drawn per phase (L1, L2, L3), tenths of A."""
+        d = self.ev_draw_tenths(evse_id)
+        return (d, d, d)
 
     def ev_draw_tenths(self, evse_id):
         """What the simulated load draws now (tenths of A)."""

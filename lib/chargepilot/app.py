@@ -21,6 +21,7 @@ from micropython import const
 
 from chargepilot import (agent, control, log, netprofile, outbox, profiles, smart, station, store,
                          transactions)
+from chargepilot import availability, basereport, meter, reset, trigger
 
 _TAG = "app"
 # Messages that must not be lost wait in flash (outbox.py): at most this many.
@@ -102,6 +103,7 @@ class Station:
         h["RequestStartTransaction"] = self._on_request_start
         h["RequestStopTransaction"] = self._on_request_stop
         dm.set_reader("Entries", self._entries)
+        self._core_ops(state_dir, supply_voltage)
         prev = dm.on_change
 
         def on_change(key, value):
@@ -110,6 +112,39 @@ class Station:
             self._var_changed(key)
 
         dm.on_change = on_change
+
+    def _core_ops(self, state_dir, supply_voltage):
+        """Reset, TriggerMessage, ChangeAvailability, GetBaseReport, meter values."""
+        self.reset_requested = False  # a Reset ended run(): the caller reboots
+        self.meter = meter.Meter(self.board, self.dm, self.clock, supply_voltage,
+                                 self.cfg.default_phases)
+        self.txs.meter = self.meter.for_event
+        self.avail = availability.Availability(state_dir, self.cfg.evse_count)
+        self.resetter = reset.Reset(self, state_dir)
+        why = reset.take_boot_reason(state_dir)
+        if why is not None:
+            self.agent.boot_reason = why
+        h = self.agent.handlers
+        for tab in (availability.make(self.avail, self.txs), trigger.make(self),
+                    self.resetter.handlers(), basereport.Reporter(self.agent).handlers()):
+            for k in tab:
+                h[k] = tab[k]
+        dm = self.dm
+        for i in range(1, self.cfg.evse_count + 1):
+            def status(i=i):
+                return self.agent.connector_status(i, 1)
+
+            def operative(i=i):
+                return self.avail.operative(i)
+
+            dm.add_scoped("EVSE%d.AvailabilityState" % i, "EVSE", "AvailabilityState",
+                          "OptionList", "Available,Occupied,Reserved,Unavailable,Faulted",
+                          i, None, status)
+            dm.add_scoped("EVSE%d.Available" % i, "EVSE", "Available", "boolean", "",
+                          i, None, operative)
+            dm.add_scoped("EVSE%d.1.AvailabilityState" % i, "Connector", "AvailabilityState",
+                          "OptionList", "Available,Occupied,Reserved,Unavailable,Faulted",
+                          i, 1, status)
 
     # ------------------------------------------------------------ boot
 
@@ -135,6 +170,9 @@ class Station:
                 self.smart._forget(p.id)
         for name, reason in txp:
             log.warn(_TAG, "running transactions: %s: %s" % (name, reason))
+        availability.apply(self.avail, self.txs)  # G03/G04: kept across reboots
+        for text in self.avail.problems:
+            self._notify_event({"name": "ChargingStation"}, "Problem", "true", text)
         # (logged by netprofile when it loaded)
         nets = [(netprofile.FILE, reason) for reason in self.networks.problems]
         log.info(_TAG, "%d profiles installed from flash, %d messages waiting to be sent"
@@ -191,6 +229,7 @@ class Station:
             await asyncio.sleep_ms(1000)
             try:
                 self.txs.poll()
+                self.meter.tick(self.txs)
             except Exception as e:
                 log.exception(_TAG, "transactions poll", e)
 
@@ -213,6 +252,7 @@ class Station:
     def _ended(self, evse_id, transaction_id, removed_ids):
         for pid in removed_ids:
             self.smart._forget(pid)
+        self.resetter.ended()
 
     def _var_changed(self, key):
         if key in ("SmartChargingEnabled", "LimitChangeSignificance",

@@ -49,6 +49,8 @@ _MUT_NAMES = {_RO: "ReadOnly", _RW: "ReadWrite", _WO: "WriteOnly"}
 
 # The network profile slots (valuesList of NetworkConfigurationPriority; netprofile.py).
 NETWORK_SLOTS = "1,2,3"
+# valuesList of the SampledDataCtrlr measurand lists (meter.MEASURANDS)
+MEASURANDS = "Energy.Active.Import.Register,Current.Import,Current.Offered,Power.Offered"
 
 TABLE = (
     # OCPPCommCtrlr (Part 2 §2, Part 4 §8)
@@ -127,6 +129,17 @@ TABLE = (
      "integer", _RO, 8192, 1, 65536, 0),
     ("BytesPerMessageSetVariables", "DeviceDataCtrlr", "BytesPerMessage", "SetVariables",
      "integer", _RO, 8192, 1, 65536, 0),
+    # SampledDataCtrlr (J01/J02, meter.py): measurands of TransactionEvents; hi 1 =
+    # the list may be empty (nothing sampled)
+    ("TxStartedMeasurands", "SampledDataCtrlr", "TxStartedMeasurands", None,
+     "MemberList", _RW, "Energy.Active.Import.Register", MEASURANDS, 1, _PERSIST),
+    ("TxUpdatedMeasurands", "SampledDataCtrlr", "TxUpdatedMeasurands", None,
+     "MemberList", _RW, "Energy.Active.Import.Register,Current.Import,Current.Offered",
+     MEASURANDS, 1, _PERSIST),
+    ("TxEndedMeasurands", "SampledDataCtrlr", "TxEndedMeasurands", None,
+     "MemberList", _RW, "Energy.Active.Import.Register", MEASURANDS, 1, _PERSIST),
+    ("TxUpdatedInterval", "SampledDataCtrlr", "TxUpdatedInterval", None,
+     "integer", _RW, 60, 0, 86400, _PERSIST),
 )
 
 # Extra characteristic the device model reports: Entries.maxLimit (profiles at most).
@@ -202,6 +215,8 @@ def parse_value(row, text):
             raise ValueRejected("InvalidValue", "Identity must not contain ':'")
         return text
     if typ == "MemberList":
+        if hi == 1 and not text.strip():
+            return ""
         allowed = lo.split(",")
         parts = [p.strip() for p in text.split(",")]
         for p in parts:
@@ -288,6 +303,11 @@ class DeviceModel:
         # key -> fn(value) raising ValueRejected: extra SetVariables checks (the agent's)
         self.checks = {}
         self.problems = []  # what load() had to set aside (for logs and tests)
+        # EVSE-scoped variables (add_scoped): (component, variable, instance, evse, connector)
+        # -> row; `scoped` lists (row, evse, connector) in the order they were added
+        self._scoped = {}
+        self._scoped_comps = set()
+        self.scoped = []
         if fixed:
             for k in fixed:
                 if k not in self._rows:
@@ -471,11 +491,36 @@ class DeviceModel:
 
     # --- used by handlers_core (GetVariables / SetVariables) ---
 
+    def add_scoped(self, key, component, variable, typ, values, evse_id, connector_id, reader):
+        """A read-only variable of an EVSE (connector_id None) or connector component
+        whose value `reader()` supplies (e.g. EVSE 1 AvailabilityState)."""
+        row = (key, component, variable, None, typ, _RO, "", values, 0, 0)
+        self._rows[key] = row
+        self._values[key] = ""
+        self._readers[key] = reader
+        self._scoped[(component, variable, None, evse_id, connector_id)] = row
+        self._scoped_comps.add((component, evse_id, connector_id))
+        self.scoped.append((row, evse_id, connector_id))
+
+    def _find_scoped(self, cname, evse, variable):
+        if type(evse) is not dict or "instance" in evse:
+            return None, "UnknownComponent"
+        eid = evse.get("id")
+        conn = evse.get("connectorId")
+        if (cname, eid, conn) not in self._scoped_comps:
+            return None, "UnknownComponent"
+        row = self._scoped.get((cname, variable.get("name"), variable.get("instance"), eid, conn))
+        if row is None:
+            return None, "UnknownVariable"
+        return row, None
+
     def find(self, component, variable):
         """(row, None) or (None, "UnknownComponent"|"UnknownVariable") for one item."""
         if type(component) is not dict or type(variable) is not dict:
             return None, "UnknownComponent"
         cname = component.get("name")
+        if "evse" in component and "instance" not in component:
+            return self._find_scoped(cname, component["evse"], variable)
         if cname not in self.components or "instance" in component or "evse" in component:
             return None, "UnknownComponent"
         row = self._by_name.get((cname, variable.get("name"), variable.get("instance")))
