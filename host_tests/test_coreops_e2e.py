@@ -89,6 +89,18 @@ def test_reset_availability_trigger_report_meter(csms_factory, agent_factory, tm
                 assert g["attributeStatus"] == "Accepted" and attr["value"] == g["attributeValue"], \
                     (it, g)
 
+    # what must survive the reset: a profile and a setting
+    cp = {"id": 77, "stackLevel": 0, "chargingProfilePurpose": "ChargingStationMaxProfile",
+          "chargingProfileKind": "Absolute",
+          "chargingSchedule": [{"id": 1, "chargingRateUnit": "A",
+                                "startSchedule": "2020-01-01T00:00:00Z",
+                                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 30}]}]}
+    assert csms.call("CP1", "SetChargingProfile", {"evseId": 0, "chargingProfile": cp}) == \
+        {"status": "Accepted"}
+    tuv = {"component": {"name": "SampledDataCtrlr"}, "variable": {"name": "TxUpdatedInterval"}}
+    r = csms.call("CP1", "SetVariables", {"setVariableData": [dict(tuv, attributeValue="7")]})
+    assert r["setVariableResult"][0]["attributeStatus"] == "Accepted", r
+
     # --- Reset Immediate during the transaction: Ended ResetCommand, reboot by itself
     pid = ag.runtime_pid()
     n_boots = len(boots(csms))
@@ -103,6 +115,14 @@ def test_reset_availability_trigger_report_meter(csms_factory, agent_factory, tm
     assert register(ended[0])[1] == "Transaction.End"
     assert ag.proc.poll() is None and ag.runtime_pid() != pid  # same launcher, new runtime
     t_boot = boots(csms)[-1].t
+
+    r = csms.call("CP1", "GetVariables", {"getVariableData": [tuv]})
+    assert r["getVariableResult"][0]["attributeValue"] == "7"
+    r = csms.call("CP1", "GetChargingProfiles", {"requestId": 3, "chargingProfile":
+                                                 {"chargingProfileId": [77]}})
+    assert r["status"] == "Accepted", r
+    csms.wait_for(lambda: [f for f in csms.calls("ReportChargingProfiles")
+                           if f.payload["requestId"] == 3])
 
     # the EV is still plugged in: a new transaction after the reboot
     csms.wait_for(lambda: events(csms, "Started", t_boot), 20)
@@ -147,3 +167,19 @@ def test_reset_availability_trigger_report_meter(csms_factory, agent_factory, tm
     csms.wait_for(lambda: events(csms, "Started", t_cut), 15)
     assert ag2.stop() == 0
     assert "Traceback" not in ag.log + ag2.log, ag.log + ag2.log
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_trigger_boot_notification_while_pending(csms_factory, agent_factory, runtime):
+    """F06: while Pending (interval 300 s) a TriggerMessage(BootNotification) is
+    Accepted and the BootNotification follows at once, not 300 s later."""
+    csms = csms_factory([("Pending", 300), ("Accepted", 300)])
+    ag = agent_factory(csms, "CP1", runtime, sets=FAST)
+    csms.wait_for(lambda: len(boots(csms)) == 1, 30)
+    resp = csms.call("CP1", "TriggerMessage", {"requestedMessage": "BootNotification"})
+    assert resp == {"status": "Accepted"}
+    csms.wait_for(lambda: len(boots(csms)) == 2, 10)
+    csms.wait_for(lambda: csms.calls("StatusNotification"), 10)  # Accepted now
+    resp = csms.call("CP1", "TriggerMessage", {"requestedMessage": "BootNotification"})
+    assert resp["status"] == "Rejected"  # F06.FR.17
+    assert ag.stop() == 0
