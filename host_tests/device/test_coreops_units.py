@@ -169,9 +169,34 @@ class _Agent:
 
 def _dm():
     dm = variables.DeviceModel(None, fixed={"BasicAuthPassword": "0123456789abcdef"})
-    dm.add_scoped("E1", "EVSE", "AvailabilityState", "OptionList", "Available,Unavailable",
-                  1, None, lambda: "Available")
+    dm.scope = availability.Scoped(availability.Availability(None, 1), lambda i: "Occupied")
     return dm
+
+
+def test_scoped_variables_through_get_variables():
+    dm = _dm()
+
+    def one(comp, var):
+        return handlers_core.get_variables(dm, [{"component": comp, "variable": {"name": var}}])[0]
+
+    r = one({"name": "EVSE", "evse": {"id": 1}}, "AvailabilityState")
+    assert (r["attributeStatus"], r["attributeValue"]) == ("Accepted", "Occupied")
+    r = one({"name": "EVSE", "evse": {"id": 1}}, "Available")
+    assert r["attributeValue"] == "true"
+    dm.scope.av.set(1, False)
+    assert one({"name": "EVSE", "evse": {"id": 1}}, "Available")["attributeValue"] == "false"
+    r = one({"name": "Connector", "evse": {"id": 1, "connectorId": 1}}, "AvailabilityState")
+    assert r["attributeValue"] == "Occupied"
+    assert one({"name": "EVSE", "evse": {"id": 2}}, "Available")["attributeStatus"] == \
+        "UnknownComponent"
+    assert one({"name": "Connector", "evse": {"id": 1, "connectorId": 2}},
+               "AvailabilityState")["attributeStatus"] == "UnknownComponent"
+    assert one({"name": "EVSE", "evse": {"id": 1}}, "Nope")["attributeStatus"] == \
+        "UnknownVariable"
+    r = handlers_core.set_variables(dm, [{"component": {"name": "EVSE", "evse": {"id": 1}},
+                                          "variable": {"name": "Available"},
+                                          "attributeValue": "true"}])[0]
+    assert r["attributeStatus"] == "Rejected"  # read-only
 
 
 def test_base_report_frames_and_values():
@@ -187,7 +212,7 @@ def test_base_report_frames_and_values():
     assert [p["tbc"] for p in f] == [True] * (len(f) - 1) + [False]
     assert all(p["requestId"] == 5 and 1 <= len(p["reportData"]) <= 3 for p in f)
     items = [it for p in f for it in p["reportData"]]
-    assert len(items) == len(variables.TABLE) + 1
+    assert len(items) == len(variables.TABLE) + 3
     for it in items:
         attr = it["variableAttribute"][0]
         got = handlers_core.get_variables(dm, [{"component": it["component"],
@@ -196,7 +221,7 @@ def test_base_report_frames_and_values():
             assert "value" not in attr  # BasicAuthPassword
         else:
             assert attr["value"] == got["attributeValue"]
-    assert items[-1]["component"] == {"name": "EVSE", "evse": {"id": 1}}
+    assert items[-1]["component"] == {"name": "Connector", "evse": {"id": 1, "connectorId": 1}}
     assert any(it["variableAttribute"][0]["mutability"] == "WriteOnly" for it in items)
     a.frames = []
     resp, send = run(rep.on_get_base_report({"requestId": 6,

@@ -21,13 +21,26 @@ from micropython import const
 
 from chargepilot import (agent, control, log, netprofile, outbox, profiles, smart, station, store,
                          transactions)
-from chargepilot import availability, basereport, meter, reset, trigger
+from chargepilot import atomic, availability, meter
 
 _TAG = "app"
 # Messages that must not be lost wait in flash (outbox.py): at most this many.
 OUTBOX_MAX = const(64)
 # The running transactions (txstate.py): ended after a power loss at the next boot.
 TX_FILE = "transactions.json"
+
+
+def _forget_module(name):
+    """Let the garbage collector take a module used now and then (basereport)."""
+    import sys
+
+    sys.modules.pop("chargepilot." + name, None)
+    pkg = sys.modules.get("chargepilot")
+    if pkg is not None:
+        try:
+            delattr(pkg, name)
+        except AttributeError:
+            pass
 
 
 def _int_or(v, default):
@@ -114,37 +127,63 @@ class Station:
         dm.on_change = on_change
 
     def _core_ops(self, state_dir, supply_voltage):
-        """Reset, TriggerMessage, ChangeAvailability, GetBaseReport, meter values."""
+        """Reset, TriggerMessage, ChangeAvailability, GetBaseReport, meter values.
+        trigger, reset and basereport are imported when first asked for (the heap
+        of a board that never gets them stays as it was); a base report's module is
+        dropped again once the report is sent."""
         self.reset_requested = False  # a Reset ended run(): the caller reboots
+        self._state_dir = state_dir
         self.meter = meter.Meter(self.board, self.dm, self.clock, supply_voltage,
                                  self.cfg.default_phases)
         self.txs.meter = self.meter.for_event
         self.avail = availability.Availability(state_dir, self.cfg.evse_count)
-        self.resetter = reset.Reset(self, state_dir)
-        why = reset.take_boot_reason(state_dir)
-        if why is not None:
-            self.agent.boot_reason = why
+        self.dm.scope = availability.Scoped(self.avail, self._evse_status)
+        self.resetter = None  # reset.Reset, made by the first Reset
+        self._trigger = None
+        self._reporter = None
+        if atomic.exists(state_dir + "/reset.json"):  # reset.FILE: left by a Reset
+            from chargepilot import reset
+
+            why = reset.take_boot_reason(state_dir)
+            if why is not None:
+                self.agent.boot_reason = why
         h = self.agent.handlers
-        for tab in (availability.make(self.avail, self.txs), trigger.make(self),
-                    self.resetter.handlers(), basereport.Reporter(self.agent).handlers()):
-            for k in tab:
-                h[k] = tab[k]
-        dm = self.dm
-        for i in range(1, self.cfg.evse_count + 1):
-            def status(i=i):
-                return self.agent.connector_status(i, 1)
+        h["ChangeAvailability"] = availability.make(self.avail, self.txs)["ChangeAvailability"]
+        h["Reset"] = self._on_reset
+        h["TriggerMessage"] = self._on_trigger
+        h["GetBaseReport"] = self._on_get_base_report
 
-            def operative(i=i):
-                return self.avail.operative(i)
+    def _evse_status(self, evse_id):
+        return self.agent.connector_status(evse_id, 1)
 
-            dm.add_scoped("EVSE%d.AvailabilityState" % i, "EVSE", "AvailabilityState",
-                          "OptionList", "Available,Occupied,Reserved,Unavailable,Faulted",
-                          i, None, status)
-            dm.add_scoped("EVSE%d.Available" % i, "EVSE", "Available", "boolean", "",
-                          i, None, operative)
-            dm.add_scoped("EVSE%d.1.AvailabilityState" % i, "Connector", "AvailabilityState",
-                          "OptionList", "Available,Occupied,Reserved,Unavailable,Faulted",
-                          i, 1, status)
+    async def _on_reset(self, payload):
+        if self.resetter is None:
+            from chargepilot import reset
+
+            self.resetter = reset.Reset(self, self._state_dir)
+        return await self.resetter.on_reset(payload)
+
+    async def _on_trigger(self, payload):
+        if self._trigger is None:
+            from chargepilot import trigger
+
+            self._trigger = trigger.make(self)["TriggerMessage"]
+        return await self._trigger(payload)
+
+    async def _on_get_base_report(self, payload):
+        rep = self._reporter
+        if rep is None:
+            from chargepilot import basereport
+
+            rep = self._reporter = basereport.Reporter(self.agent, self._report_done)
+        resp = await rep.on_get_base_report(payload)
+        if type(resp) is not tuple and not rep.busy:
+            self._report_done()
+        return resp
+
+    def _report_done(self):
+        self._reporter = None
+        _forget_module("basereport")
 
     # ------------------------------------------------------------ boot
 
@@ -252,7 +291,8 @@ class Station:
     def _ended(self, evse_id, transaction_id, removed_ids):
         for pid in removed_ids:
             self.smart._forget(pid)
-        self.resetter.ended()
+        if self.resetter is not None:
+            self.resetter.ended()
 
     def _var_changed(self, key):
         if key in ("SmartChargingEnabled", "LimitChangeSignificance",

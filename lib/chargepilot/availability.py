@@ -98,6 +98,54 @@ class Availability:
             raise
 
 
+_STATES = "Available,Occupied,Reserved,Unavailable,Faulted"
+
+
+class Scoped:
+    """The EVSE- and connector-scoped variables of the device model
+    (DeviceModel.scope): EVSE AvailabilityState and Available, Connector
+    AvailabilityState, for every EVSE; read-only, rows made on demand (no
+    memory per EVSE). `status(evse_id)` -> the connector status."""
+
+    def __init__(self, av, status):
+        self.av = av
+        self.status = status
+
+    def _row(self, comp, var, eid, conn):
+        typ = "boolean" if var == "Available" else "OptionList"
+        key = "@%d:%d:%s" % (eid, conn or 0, var)
+        return (key, comp, var, None, typ, 1, "", "" if typ == "boolean" else _STATES, 0, 0)
+
+    def rows(self):
+        for i in range(1, self.av.n + 1):
+            yield self._row("EVSE", "AvailabilityState", i, None), i, None
+            yield self._row("EVSE", "Available", i, None), i, None
+            yield self._row("Connector", "AvailabilityState", i, 1), i, 1
+
+    def find(self, cname, evse, variable):
+        if type(evse) is not dict:
+            return None, "UnknownComponent"
+        eid = evse.get("id")
+        conn = evse.get("connectorId")
+        if (type(eid) is not int or type(eid) is bool or eid < 1 or eid > self.av.n
+                or "instance" in evse):
+            return None, "UnknownComponent"
+        if not ((cname == "EVSE" and conn is None) or (cname == "Connector" and conn == 1)):
+            return None, "UnknownComponent"
+        var = variable.get("name")
+        if variable.get("instance") is not None or not (
+                var == "AvailabilityState" or (var == "Available" and cname == "EVSE")):
+            return None, "UnknownVariable"
+        return self._row(cname, var, eid, conn), None
+
+    def value(self, key):
+        parts = key[1:].split(":")
+        eid = int(parts[0])
+        if parts[2] == "Available":
+            return self.av.operative(eid)
+        return self.status(eid)
+
+
 def apply(av, txs):
     """Hand the effective wish of every EVSE to the transactions (boot, change)."""
     for i in range(1, av.n + 1):

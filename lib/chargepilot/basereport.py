@@ -2,7 +2,7 @@
 
 ConfigurationInventory: every variable the CSMS can set (ReadWrite, WriteOnly);
 FullInventory: every variable, station-level (variables.TABLE) and EVSE- or
-connector-scoped (DeviceModel.add_scoped); SummaryInventory: NotSupported (an
+connector-scoped (DeviceModel.scope); SummaryInventory: NotSupported (an
 optional report; this station keeps no separate summary).
 
 Each reported value is what GetVariables answers for the same component,
@@ -74,15 +74,17 @@ def items(dm, base):
         yield _item(dm, row, None, None)
     if config:
         return
-    for row, evse_id, connector_id in dm.scoped:
-        yield _item(dm, row, evse_id, connector_id)
+    if dm.scope is not None:
+        for row, evse_id, connector_id in dm.scope.rows():
+            yield _item(dm, row, evse_id, connector_id)
 
 
 class Reporter:
     """GetBaseReport for `agent` (its dm, clock and call)."""
 
-    def __init__(self, agent):
+    def __init__(self, agent, done=None):
         self.agent = agent
+        self.done = done  # fn() once a report ended (app.Station drops this module)
         self.busy = False
         self.max_items = _MAX_ITEMS
         self.max_bytes = _MAX_BYTES
@@ -110,6 +112,8 @@ class Reporter:
                 await self._report(rid, base)
             finally:
                 self.busy = False
+                if self.done is not None:
+                    self.done()
 
         return {"status": "Accepted"}, send
 

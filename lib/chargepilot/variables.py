@@ -303,11 +303,11 @@ class DeviceModel:
         # key -> fn(value) raising ValueRejected: extra SetVariables checks (the agent's)
         self.checks = {}
         self.problems = []  # what load() had to set aside (for logs and tests)
-        # EVSE-scoped variables (add_scoped): (component, variable, instance, evse, connector)
-        # -> row; `scoped` lists (row, evse, connector) in the order they were added
-        self._scoped = {}
-        self._scoped_comps = set()
-        self.scoped = []
+        # optional provider of EVSE/connector-scoped read-only variables (rows made on
+        # demand, nothing kept per EVSE): .find(component name, evse dict, variable dict)
+        # -> (row, None) | (None, status), .rows() -> (row, evse_id, connector_id)...,
+        # .value(key) for a row's key (availability.Scoped)
+        self.scope = None
         if fixed:
             for k in fixed:
                 if k not in self._rows:
@@ -327,7 +327,12 @@ class DeviceModel:
         r = self._readers.get(key)
         if r is not None:
             return r()
-        return self._values[key]
+        try:
+            return self._values[key]
+        except KeyError:
+            if self.scope is None:
+                raise
+        return self.scope.value(key)  # a scoped row's key
 
     def set_reader(self, key, fn):
         """Let `fn()` supply the value of a read-only `key` (e.g. Entries from the store)."""
@@ -491,36 +496,13 @@ class DeviceModel:
 
     # --- used by handlers_core (GetVariables / SetVariables) ---
 
-    def add_scoped(self, key, component, variable, typ, values, evse_id, connector_id, reader):
-        """A read-only variable of an EVSE (connector_id None) or connector component
-        whose value `reader()` supplies (e.g. EVSE 1 AvailabilityState)."""
-        row = (key, component, variable, None, typ, _RO, "", values, 0, 0)
-        self._rows[key] = row
-        self._values[key] = ""
-        self._readers[key] = reader
-        self._scoped[(component, variable, None, evse_id, connector_id)] = row
-        self._scoped_comps.add((component, evse_id, connector_id))
-        self.scoped.append((row, evse_id, connector_id))
-
-    def _find_scoped(self, cname, evse, variable):
-        if type(evse) is not dict or "instance" in evse:
-            return None, "UnknownComponent"
-        eid = evse.get("id")
-        conn = evse.get("connectorId")
-        if (cname, eid, conn) not in self._scoped_comps:
-            return None, "UnknownComponent"
-        row = self._scoped.get((cname, variable.get("name"), variable.get("instance"), eid, conn))
-        if row is None:
-            return None, "UnknownVariable"
-        return row, None
-
     def find(self, component, variable):
         """(row, None) or (None, "UnknownComponent"|"UnknownVariable") for one item."""
         if type(component) is not dict or type(variable) is not dict:
             return None, "UnknownComponent"
         cname = component.get("name")
-        if "evse" in component and "instance" not in component:
-            return self._find_scoped(cname, component["evse"], variable)
+        if "evse" in component and "instance" not in component and self.scope is not None:
+            return self.scope.find(cname, component["evse"], variable)
         if cname not in self.components or "instance" in component or "evse" in component:
             return None, "UnknownComponent"
         row = self._by_name.get((cname, variable.get("name"), variable.get("instance")))
