@@ -20,11 +20,10 @@ interface"), with the hardware replaced by:
 3339 string; without it "t" is null. `ticks_ms` replaces time.ticks_ms.
 """
 
-import json
 import random
 import time
 
-from chargepilot import atomic, pilot
+from chargepilot import pilot
 
 _MAX_EVENTS = 1000
 _PLATEAU = {"A": 12000, "B": 9000, "C": 6000, "D": 3000}
@@ -140,6 +139,8 @@ class Board:
                        for i, s in enumerate(evses)]
         self.evse_count = len(self._evses)
         self._now_fn = now_fn
+        self._meter = None  # the simulated meter's state (_meter_state), kept in meter_path
+        self._meter_path = meter_path
         self._ticks = ticks_ms or time.ticks_ms
         self.noise_mv = noise_mv
         self.spikes = spikes
@@ -156,25 +157,6 @@ class Board:
         self.watchdog_ms = None
         self.watchdog_feeds = 0
         self._fed_at = None
-        # simulated meter (meter_wh): registers in Wh kept in `meter_path` (a
-        # board's meter keeps its own register through power cuts)
-        self._meter_path = meter_path
-        self._wh = [0] * (self.evse_count + 1)
-        self._acc = [0] * (self.evse_count + 1)  # energy not yet a whole Wh
-        self._mt = [None] * (self.evse_count + 1)  # ticks of the last integration
-        self._saved = None
-        if meter_path:
-            text = atomic.read_text(meter_path)
-            if text:
-                try:
-                    d = json.loads(text)
-                    for k in d:
-                        i = int(k)
-                        if 1 <= i <= self.evse_count and type(d[k]) is int and d[k] >= 0:
-                            self._wh[i] = d[k]
-                except (ValueError, TypeError):
-                    pass  # a damaged register starts at 0 (a new meter)
-            self._saved = list(self._wh)
 
     def close(self):
         if self._log is not None:
@@ -323,32 +305,65 @@ class Board:
         return adv, state, relay
 
     # -- meter (docs/ARCHITECTURE.md "Board interface") ------------------
+    def _meter_state(self):
+        """[registers Wh, energy not yet a whole Wh, ticks of the last integration,
+        registers as stored] per EVSE (index 0 unused); read from meter_path once
+        (a board's meter keeps its own register through power cuts)."""
+        m = self._meter
+        if m is not None:
+            return m
+        n = self.evse_count + 1
+        m = self._meter = [[0] * n, [0] * n, [None] * n, None]
+        if self._meter_path:
+            import json
+
+            from chargepilot import atomic
+
+            text = atomic.read_text(self._meter_path)
+            if text:
+                try:
+                    d = json.loads(text)
+                    for k in d:
+                        i = int(k)
+                        if 1 <= i < n and type(d[k]) is int and d[k] >= 0:
+                            m[0][i] = d[k]
+                except (ValueError, TypeError):
+                    pass  # a damaged register starts at 0 (a new meter)
+            m[3] = list(m[0])
+        return m
+
     def _integrate(self, evse_id):
+        m = self._meter_state()
         now = self._ticks()
-        last = self._mt[evse_id]
-        self._mt[evse_id] = now
+        last = m[2][evse_id]
+        m[2][evse_id] = now
         if last is None:
             return
         dt = time.ticks_diff(now, last)
         if dt <= 0:
             return
-        acc = self._acc[evse_id] + self.ev_draw_tenths(evse_id) * _METER_V * _METER_PHASES * dt
+        acc = m[1][evse_id] + self.ev_draw_tenths(evse_id) * _METER_V * _METER_PHASES * dt
         wh = acc // _UNITS_PER_WH
-        self._acc[evse_id] = acc - wh * _UNITS_PER_WH
-        self._wh[evse_id] += wh
+        m[1][evse_id] = acc - wh * _UNITS_PER_WH
+        m[0][evse_id] += wh
 
     def meter_wh(self, evse_id):
         """Energy register of the EVSE in Wh (never decreases; stored before it is
         returned, so a power cut never shows a lower value afterwards)."""
         self._evse(evse_id)
         self._integrate(evse_id)
-        wh = self._wh[evse_id]
-        if self._meter_path and self._saved is not None and self._saved[evse_id] != wh:
+        m = self._meter
+        wh = m[0][evse_id]
+        if m[3] is not None and m[3][evse_id] != wh:
+            import json
+
+            from chargepilot import atomic
+
             d = {}
             for i in range(1, self.evse_count + 1):
-                d[str(i)] = self._wh[i]
+                d[str(i)] = m[0][i]
             atomic.write_atomic(self._meter_path, json.dumps(d))
-            self._saved = list(self._wh)
+            m[3] = list(m[0])
         return wh
 
     def meter_amps_tenths(self, evse_id):

@@ -434,7 +434,6 @@ class Transactions:
                  "evse": {"id": evse_id, "connectorId": 1}}
             if offline:
                 p["offline"] = True
-            self._meter(p, evse_id, "Ended", "AbnormalCondition", 0, now)
             try:
                 self.send("TransactionEvent", p)
             except Exception as e:  # kept in the file: tried again at the next boot
