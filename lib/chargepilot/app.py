@@ -185,6 +185,22 @@ class Station:
         self._reporter = None
         _forget_module("basereport")
 
+    def _power_loss_meter(self, p):
+        # The Ended that transactions.recover() sends at boot for a transaction a
+        # power cut interrupted: it carries the TxEndedMeasurands read now (J02;
+        # the register survived the cut).
+        info = p.get("transactionInfo")
+        if type(info) is not dict or info.get("stoppedReason") != "PowerLoss":
+            return
+        try:
+            mv = self.meter.for_event(p["evse"]["id"], "Ended", "AbnormalCondition", 0,
+                                      self.clock.now())
+        except Exception as e:
+            log.exception(_TAG, "meter values of a power loss Ended", e)
+            return
+        if mv:
+            p["meterValue"] = mv
+
     # ------------------------------------------------------------ boot
 
     def load(self):
@@ -330,22 +346,6 @@ class Station:
             self.agent.queue_call(action, payload)
         except Exception as e:
             log.error(_TAG, "%s not queued: %s" % (action, e))
-
-    def _power_loss_meter(self, p):
-        # The Ended that transactions.recover() sends at boot for a transaction a
-        # power cut interrupted: it carries the TxEndedMeasurands read now (J02;
-        # the register survived the cut).
-        info = p.get("transactionInfo")
-        if type(info) is not dict or info.get("stoppedReason") != "PowerLoss":
-            return
-        try:
-            mv = self.meter.for_event(p["evse"]["id"], "Ended", "AbnormalCondition", 0,
-                                      self.clock.now())
-        except Exception as e:
-            log.exception(_TAG, "meter values of a power loss Ended", e)
-            return
-        if mv:
-            p["meterValue"] = mv
 
     def _notify_event(self, component, variable, value, tech=None):
         self._event_id += 1
