@@ -2,7 +2,7 @@
 it) against the bundled CSMS over loopback, the station's flash in a tmp dir.
 
 * Reset (B11/B12): Immediate during a transaction ends it with ResetCommand /
-  ImmediateReset (B12.FR.02), the connection closes, the launcher starts the
+  ImmediateReset (B12.FR.04), the connection closes, the launcher starts the
   runtime again by itself and BootNotification says RemoteReset; a kill -9 (a
   power cut) is still not restarted.
 * ChangeAvailability (G03/G04): Scheduled during a transaction, kept across a
@@ -110,7 +110,7 @@ def test_reset_availability_trigger_report_meter(csms_factory, agent_factory, tm
     assert boots(csms)[-1].payload["reason"] == "RemoteReset"
     ended = events(csms, "Ended")
     assert len(ended) == 1
-    assert ended[0]["triggerReason"] == "ResetCommand"  # B12.FR.02
+    assert ended[0]["triggerReason"] == "ResetCommand"  # B12.FR.04 (errata text)
     assert ended[0]["transactionInfo"]["stoppedReason"] == "ImmediateReset"
     assert register(ended[0])[1] == "Transaction.End"
     assert ag.proc.poll() is None and ag.runtime_pid() != pid  # same launcher, new runtime

@@ -235,16 +235,21 @@ async def _trigger_message():
 async def _reset_on_idle_without_transaction_reboots_with_remote_reset():
     r = await Rig().start()
     state = r.state
+    resp = await r.call("ChangeAvailability", {"operationalStatus": "Inoperative",
+                                               "evse": {"id": 1}})
+    assert resp == {"status": "Accepted"}
     resp = await r.call("Reset", {"type": "OnIdle"})
     assert resp == {"status": "Accepted"}  # B11.FR.01
     await asyncio.wait_for_ms(r.task, 8000)  # the station closes and stops by itself
     r.restore()
     assert r.st.reset_requested
     assert reset.FILE in os.listdir(state)
+    # B11 remark (errata 2025-01): persistent states, e.g. an EVSE set Unavailable, persist
     r2 = await Rig(state).start()
     try:
         assert r2.sent("BootNotification")[-1]["reason"] == "RemoteReset"
         assert reset.FILE not in os.listdir(state)
+        await r2.wait(lambda: r2.status() == "Unavailable")
     finally:
         await r2.stop()
     r3 = await Rig(state).start()
@@ -264,7 +269,8 @@ async def _reset_immediate_ends_the_transaction_with_reset_command():
     r.restore()
     end = r.events("Ended")
     assert len(end) == 1, r.events()
-    # B12.FR.02: triggerReason ResetCommand, stoppedReason ImmediateReset
+    # B12.FR.04 (errata 2025-04 text): every transaction Ended, triggerReason ResetCommand,
+    # stoppedReason ImmediateReset, before the reboot
     assert end[0]["triggerReason"] == "ResetCommand"
     assert end[0]["transactionInfo"]["stoppedReason"] == "ImmediateReset"
     tid = end[0]["transactionInfo"]["transactionId"]
@@ -305,7 +311,9 @@ async def _reset_of_one_evse_leaves_the_others_alone():
         resp = await r.call("Reset", {"type": "Immediate", "evseId": 2})
         assert resp == {"status": "Accepted"}
         end = await r.wait(lambda: r.events("Ended"))
+        # B12.FR.08: the EVSE's transaction Ended with ResetCommand / ImmediateReset
         assert end[0]["evse"]["id"] == 2 and end[0]["triggerReason"] == "ResetCommand"
+        assert end[0]["transactionInfo"]["stoppedReason"] == "ImmediateReset"
         await asyncio.sleep_ms(300)
         assert len(r.events("Ended")) == 1
         assert r.st.txs.transaction_id(1) is not None and r.st.ctl.advertised(1) > 0

@@ -7,11 +7,11 @@ Station-wide (no evseId, or 0):
 * OnIdle during a transaction: Scheduled; the reboot follows when the last
   transaction ends (`ended()`); a power cut meanwhile reboots it anyway;
 * Immediate during a transaction: Accepted; every transaction ends with
-  triggerReason ResetCommand, stoppedReason ImmediateReset (B12.FR.02; never
+  triggerReason ResetCommand, stoppedReason ImmediateReset (B12.FR.04; never
   PowerLoss: the Ended is queued in flash before the reboot), then the reboot.
 
 One EVSE (evseId): the EVSE has no controller of its own to restart, so its
-reset is its transaction's end: Immediate ends it (ResetCommand /
+reset is its transaction's end: Immediate ends it (B12.FR.08: ResetCommand /
 ImmediateReset; the EVSE pauses until the EV is unplugged, like any stop with
 the EV still there), OnIdle with a transaction is Scheduled (nothing more is
 left to do when it ends), without one Accepted. Other EVSEs are not touched.
