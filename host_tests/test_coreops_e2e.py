@@ -128,7 +128,7 @@ def test_reset_availability_trigger_report_meter(csms_factory, agent_factory, tm
     csms.wait_for(lambda: events(csms, "Started", t_boot), 20)
     tid = events(csms, "Started", t_boot)[0]["transactionInfo"]["transactionId"]
 
-    # --- ChangeAvailability Inoperative during it: Scheduled (G03), then a power cut
+    # --- ChangeAvailability Inoperative during it: Scheduled (G03.FR.05), then a power cut
     resp = csms.call("CP1", "ChangeAvailability", {"operationalStatus": "Inoperative",
                                                    "evse": {"id": 1}})
     assert resp == {"status": "Scheduled"}, resp

@@ -136,7 +136,7 @@ async def _inoperative_during_a_transaction_is_scheduled_and_survives_a_power_cu
     state = r.state
     try:
         await r.wait(lambda: r.events("Started"))
-        # G04 station-wide during a transaction on EVSE 1: Scheduled (G03.FR.05 / G04),
+        # G04 station-wide during a transaction on EVSE 1: Scheduled (G04.FR.06),
         # EVSE 2 (idle) Unavailable at once, EVSE 1 keeps charging
         resp = await r.call("ChangeAvailability", {"operationalStatus": "Inoperative"})
         assert resp == {"status": "Scheduled"}, resp
