@@ -68,6 +68,18 @@ def test_reset_availability_trigger_report_meter(csms_factory, agent_factory, tm
                            and f.action == "StatusNotification"])
     resp = csms.call("CP1", "TriggerMessage", {"requestedMessage": "BootNotification"})
     assert resp["status"] == "Rejected"  # F06.FR.17
+    resp = csms.call("CP1", "TriggerMessage", {"requestedMessage": "TransactionEvent",
+                                               "evse": {"id": 1}})
+    assert resp == {"status": "Accepted"}
+    trig = csms.wait_for(lambda: [e for e in events(csms) if e["triggerReason"] == "Trigger"])
+    assert trig[0]["eventType"] == "Updated"
+    assert set(sv["context"] for sv in trig[0]["meterValue"][0]["sampledValue"]) == {"Trigger"}
+    resp = csms.call("CP1", "TriggerMessage", {"requestedMessage": "MeterValues"})
+    assert resp == {"status": "Accepted"}
+    mv = csms.wait_for(lambda: csms.calls("MeterValues"))[0].payload
+    assert mv["evseId"] == 1 and mv["meterValue"][0]["sampledValue"][0]["context"] == "Trigger"
+    resp = csms.call("CP1", "TriggerMessage", {"requestedMessage": "FirmwareStatusNotification"})
+    assert resp["status"] == "NotImplemented"
 
     # --- GetBaseReport FullInventory vs GetVariables
     resp = csms.call("CP1", "GetBaseReport", {"requestId": 41, "reportBase": "FullInventory"})
