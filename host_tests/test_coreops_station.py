@@ -287,7 +287,7 @@ async def _reset_immediate_ends_the_transaction_with_reset_command():
 async def _reset_on_idle_during_a_transaction_is_scheduled():
     r = await Rig(ev=(1,)).start()
     await r.wait(lambda: r.events("Started"))
-    # B12.FR.01: OnIdle with a transaction -> Scheduled, reset when it ends
+    # B12.FR.01: OnIdle with a transaction -> Scheduled; B12.FR.03: it ends normally, then the reboot
     resp = await r.call("Reset", {"type": "OnIdle"})
     assert resp == {"status": "Scheduled"}, resp
     await asyncio.sleep_ms(500)
@@ -298,6 +298,8 @@ async def _reset_on_idle_during_a_transaction_is_scheduled():
     end = r.events("Ended")
     assert end[0]["transactionInfo"]["stoppedReason"] == "EVDisconnected"
     assert r.st.reset_requested
+    # the reboot after the last transaction: the next BootNotification says ScheduledReset
+    assert reset.take_boot_reason(r.state) == "ScheduledReset"
 
 
 async def _reset_of_one_evse_leaves_the_others_alone():

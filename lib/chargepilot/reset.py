@@ -4,8 +4,10 @@ Station-wide (no evseId, or 0):
 * no transaction: Accepted; after the answer the station closes the
   connection and reboots (`reboot()`): `<state>/reset.json` records the cause,
   so the next BootNotification says reason RemoteReset;
-* OnIdle during a transaction: Scheduled; the reboot follows when the last
-  transaction ends (`ended()`); a power cut meanwhile reboots it anyway;
+* OnIdle during a transaction: Scheduled (B12.FR.01); the reboot follows when
+  the last transaction has ended normally (B12.FR.03, `ended()`), and the next
+  BootNotification says ScheduledReset (as OCTT's TC_B_21 expects); a power
+  cut meanwhile reboots it anyway;
 * Immediate during a transaction: Accepted; every transaction ends with
   triggerReason ResetCommand, stoppedReason ImmediateReset (B12.FR.04; never
   PowerLoss: the Ended is queued in flash before the reboot), then the reboot.
@@ -99,7 +101,7 @@ class Reset:
         """A transaction ended: a scheduled reset goes once none runs."""
         if self.scheduled and not self.rebooting and self.st.txs.running() == 0:
             self.scheduled = False
-            asyncio.create_task(self.reboot("RemoteReset"))
+            asyncio.create_task(self.reboot("ScheduledReset"))
 
     async def reboot(self, reason):
         """Record the cause, deliver what is queued (bounded wait), close, reboot."""
