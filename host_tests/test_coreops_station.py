@@ -340,7 +340,6 @@ async def _report(r, rid, base):
 async def _base_reports_match_get_variables():
     r = await Rig(evses=2).start()
     try:
-        r.st.agent.handlers  # noqa
         resp, frames = await _report(r, 7, "FullInventory")
         assert resp == {"status": "Accepted"}
         # B07: seqNo from 0 without gaps, tbc on all but the last, requestId on every one
