@@ -16,6 +16,14 @@ interface"), with the hardware replaced by:
   {"t": RFC 3339 from now_fn, "evse", "amps" (advertised A, 0 paused),
    "duty" (percent, 100 steady +12 V), "state", "relay", "duty_bp"}.
 
+The relay guard (`start_guard()`) emulates the ESP32's soft machine.Timer: a
+thread wakes every `guard_ms` and `micropython.schedule()`s `guard()`, which
+then runs between bytecodes of the main thread (on CPython the shim calls it
+from the thread, which the GIL lets in every switch interval, 5 ms, and a
+long C call holding the GIL keeps out, as on the ESP32). The unix port's
+asyncio waits in poll() without running scheduled callbacks, unlike the
+ESP32's; there a 1 ms pump task keeps the wait short.
+
 `now_fn()` returns the agent's wall time (int s since 2020-01-01Z) or an RFC
 3339 string; without it "t" is null. `ticks_ms` replaces time.ticks_ms.
 """
@@ -23,10 +31,16 @@ interface"), with the hardware replaced by:
 import random
 import time
 
+import micropython
+
 from chargepilot import pilot
 
 _MAX_EVENTS = 1000
 _PLATEAU = {"A": 12000, "B": 9000, "C": 6000, "D": 3000}
+# simulated meter: 3 phases at 230 V; energy counted in 0.1 W x ms (1 Wh = 36e6)
+_METER_V = 230
+_METER_PHASES = 3
+_UNITS_PER_WH = 36000000
 
 
 def _rfc3339(t):
@@ -111,6 +125,8 @@ class _Evse:
         self.relay = False
         self.state = "A"
         self.adv = 0
+        self.trips = 0  # relay guard trips
+        self.opened_us = None  # time.ticks_us() of the last relay opening (benchmarks)
         if self.mode == "pilot":
             self.out = pilot.Output(stop_grace_ms, min_increase_ms)
             self.deb = pilot.Debouncer(debounce_ms, fast_ms)
@@ -126,7 +142,7 @@ class Board:
     def __init__(self, evse_count=1, rating_tenths=320, evses=None, now_fn=None, log_path=None,
                  ticks_ms=None, noise_mv=0, spikes=0, seed=1, samples=100, trim=2,
                  stop_grace_ms=6000, min_increase_ms=0, debounce_ms=250, fast_ms=25,
-                 max_events=_MAX_EVENTS):
+                 max_events=_MAX_EVENTS, meter_path=None):
         if evses is None:
             if type(evse_count) is not int or not 1 <= evse_count <= 16:
                 raise ValueError("host board: evse_count must be 1..16")
@@ -135,6 +151,8 @@ class Board:
                        for i, s in enumerate(evses)]
         self.evse_count = len(self._evses)
         self._now_fn = now_fn
+        self._meter = None  # the simulated meter's state (_meter_state), kept in meter_path
+        self._meter_path = meter_path
         self._ticks = ticks_ms or time.ticks_ms
         self.noise_mv = noise_mv
         self.spikes = spikes
@@ -151,6 +169,13 @@ class Board:
         self.watchdog_ms = None
         self.watchdog_feeds = 0
         self._fed_at = None
+        self._gbuf = [0] * samples  # the guard's own burst buffer
+        self._guard_on = False
+        self.guard_ms = None
+        self.guard_runs = 0
+        self.guard_trips = 0
+        self._sched_us = None  # ticks_us of the oldest schedule() not yet run
+        self.guard_wait_max_us = 0  # longest wait of a scheduled guard (benchmarks)
 
     def close(self):
         if self._log is not None:
@@ -215,11 +240,20 @@ class Board:
             raise ValueError("board: relay state must be True or False, got %r" % (closed,))
         if closed != e.relay:
             e.relay = closed
+            if not closed:
+                e.opened_us = time.ticks_us()
             self._record(e)
 
-    def _cp_burst(self, e):
+    def _open_relay(self, e):
+        if e.relay:
+            e.relay = False
+            e.opened_us = time.ticks_us()
+            self._record(e)
+
+    def _cp_burst(self, e, buf=None):
         ev = e.ev
-        buf = self._buf
+        if buf is None:
+            buf = self._buf
         n = len(buf)
         if ev.fault == "E":
             high = low = 0
@@ -274,6 +308,7 @@ class Board:
         """Apply a current limit; returns (advertised_tenths, state, relay_closed)."""
         e = self._evse(evse_id)
         pilot.check_limit(limit_tenths)
+        self._integrate(evse_id)  # energy drawn under the previous output
         now = self._ticks()
         rating = self.rating_tenths(evse_id)
         if e.mode != "pilot":
@@ -288,14 +323,85 @@ class Board:
             elif changed:
                 self._record(e)
             return adv, e.state, closed
+        trips = e.trips
         state = self.pilot_state(evse_id)
         bp, _adv, relay = e.out.update(limit_tenths, rating, state, now, available)
-        if not relay:
-            self.set_relay(evse_id, False)
-        adv = self.set_pilot(evse_id, bp)
-        if relay:
-            self.set_relay(evse_id, True)
+        if e.trips != trips:
+            relay = False  # the guard opened it since the state was read
+        adv = pilot.apply(self.set_pilot, self.set_relay, evse_id, e.duty, bp, relay)
+        if relay and e.trips != trips:
+            self._open_relay(e)  # the guard ran during the close: its word stands
+            relay = False
+        if e.trips != trips:
+            state = e.deb.state
         return adv, state, relay
+
+    # -- meter (docs/ARCHITECTURE.md "Board interface") ------------------
+    def _meter_state(self):
+        """[registers Wh, energy not yet a whole Wh, ticks of the last integration,
+        registers as stored] per EVSE (index 0 unused); read from meter_path once
+        (a board's meter keeps its own register through power cuts)."""
+        m = self._meter
+        if m is not None:
+            return m
+        n = self.evse_count + 1
+        m = self._meter = [[0] * n, [0] * n, [None] * n, None]
+        if self._meter_path:
+            import json
+
+            from chargepilot import atomic
+
+            text = atomic.read_text(self._meter_path)
+            if text:
+                try:
+                    d = json.loads(text)
+                    for k in d:
+                        i = int(k)
+                        if 1 <= i < n and type(d[k]) is int and d[k] >= 0:
+                            m[0][i] = d[k]
+                except (ValueError, TypeError):
+                    pass  # a damaged register starts at 0 (a new meter)
+            m[3] = list(m[0])
+        return m
+
+    def _integrate(self, evse_id):
+        m = self._meter_state()
+        now = self._ticks()
+        last = m[2][evse_id]
+        m[2][evse_id] = now
+        if last is None:
+            return
+        dt = time.ticks_diff(now, last)
+        if dt <= 0:
+            return
+        acc = m[1][evse_id] + self.ev_draw_tenths(evse_id) * _METER_V * _METER_PHASES * dt
+        wh = acc // _UNITS_PER_WH
+        m[1][evse_id] = acc - wh * _UNITS_PER_WH
+        m[0][evse_id] += wh
+
+    def meter_wh(self, evse_id):
+        """Energy register of the EVSE in Wh (never decreases; stored before it is
+        returned, so a power cut never shows a lower value afterwards)."""
+        self._evse(evse_id)
+        self._integrate(evse_id)
+        m = self._meter
+        wh = m[0][evse_id]
+        if m[3] is not None and m[3][evse_id] != wh:
+            import json
+
+            from chargepilot import atomic
+
+            d = {}
+            for i in range(1, self.evse_count + 1):
+                d[str(i)] = m[0][i]
+            atomic.write_atomic(self._meter_path, json.dumps(d))
+            m[3] = list(m[0])
+        return wh
+
+    def meter_amps_tenths(self, evse_id):
+        """Current drawn per phase (L1, L2, L3), tenths of A."""
+        d = self.ev_draw_tenths(evse_id)
+        return (d, d, d)
 
     def ev_draw_tenths(self, evse_id):
         """What the simulated load draws now (tenths of A)."""
@@ -312,19 +418,92 @@ class Board:
         return ev.max_tenths if ev.max_tenths < e.adv else e.adv
 
     def safe(self):
-        """Every relay open, every pilot steady +12 V. Never raises."""
+        """Every pilot steady +12 V, then every relay open (the sequence of
+        chargepilot.pilot.apply). Never raises."""
         for e in self._evses:
             try:
-                self.set_relay(e.id, False)
-            except Exception:
-                pass
-        for e in self._evses:
-            if e.mode == "pilot":
-                try:
-                    self.set_pilot(e.id, pilot.STEADY_HIGH)
+                if e.mode == "pilot":
+                    pilot.apply(self.set_pilot, self.set_relay, e.id, e.duty,
+                                pilot.STEADY_HIGH, False)
                     e.out.reset()
+                else:
+                    self.set_relay(e.id, False)
+            except Exception:
+                try:
+                    self._open_relay(e)
                 except Exception:
                     pass
+
+    # -- relay guard (the ESP32's machine.Timer, emulated) ---------------
+    def _guard_read(self, e):
+        low, high = self._cp_burst(e, self._gbuf)
+        return pilot.classify(high, low, pilot.diode_check_applies(e.duty))
+
+    def guard(self, _arg=None):
+        """The timer callback: as on the ESP32 (chargepilot.pilot.guard_trip)."""
+        self.guard_runs += 1
+        at = self._sched_us
+        if at is not None:  # how long the scheduled callback waited (a long C call)
+            self._sched_us = None
+            d = time.ticks_diff(time.ticks_us(), at)
+            if d > self.guard_wait_max_us:
+                self.guard_wait_max_us = d
+        for e in self._evses:
+            if e.mode != "pilot" or not e.relay:
+                continue
+            try:
+                r = pilot.guard_trip(lambda: self._guard_read(e), e.deb, e.out.ventilation)
+            except Exception:
+                r = "E"
+                e.deb.force("E")
+            if r is not None:
+                self._open_relay(e)
+                e.trips += 1
+                self.guard_trips += 1
+
+    def start_guard(self, period_ms=20):
+        """Start the guard thread (needs _thread); idempotent."""
+        if type(period_ms) is not int or not 1 <= period_ms <= 50:
+            raise ValueError("board: guard period must be an int of 1..50 ms")
+        self.guard_ms = period_ms
+        if self._guard_on:
+            return
+        import _thread
+
+        self._guard_on = True
+        _thread.start_new_thread(self._guard_thread, ())
+        try:  # the unix port only: see the module docstring
+            import sys
+
+            if sys.implementation.name == "micropython":
+                import asyncio
+
+                asyncio.create_task(self._guard_pump())
+        except Exception:
+            pass
+
+    def stop_guard(self):
+        self._guard_on = False
+
+    def _guard_thread(self):
+        sched = micropython.schedule
+        cb = self.guard
+        while self._guard_on:
+            time.sleep_ms(self.guard_ms)
+            if not self._guard_on:
+                break
+            if self._sched_us is None:
+                self._sched_us = time.ticks_us()
+            try:
+                sched(cb, None)
+            except RuntimeError:  # the queue is full: the previous one has not run yet
+                pass
+
+    async def _guard_pump(self):
+        import asyncio
+
+        while self._guard_on:
+            await asyncio.sleep_ms(1)
 
     def start_watchdog(self, timeout_ms=8000):
         if type(timeout_ms) is not int or timeout_ms < 1:

@@ -24,11 +24,17 @@ control loop reports (`update(...)`, wired as `Controller(on_output=...)`):
   (Ended, AbnormalCondition / PowerLoss, seqNo after every one sent).
 
 Everything goes out through `send(action, payload)`; payloads follow the
-official 2.0.1 schemas. Synchronous and bounded: one transaction and at most
+official 2.0.1 schemas. No invented timestamps: an event that happens while
+the clock is unset (every boot until BootNotification / NTP sets it) is held
+here, in order, with the tick count of the moment, and goes out once the clock
+is known, stamped with the instant it happened (now minus its age): "the date
+and time at which this transaction event occurred" (docs/conformance.md,
+"Timestamps while the clock is unset"). Synchronous and bounded: one transaction and at most
 one pending remote start per EVSE. A failing callback is logged, never raised.
 """
 
 import os
+import time
 
 from micropython import const
 
@@ -41,6 +47,8 @@ POWER_PATH_CLOSED = "PowerPathClosed"
 _PLACEHOLDER_TX = "remote-start-pending"
 _MAX_INFO = const(512)
 _STATES = ("A", "B", "C", "D", "E", "F")
+_MAX_HELD = const(64)  # events held while the clock is unset (bounded)
+_AGE_FOLD_MS = const(134217728)  # fold a held event's age into its record before 2**29 ms
 
 # chargingState values
 CHARGING = "Charging"
@@ -123,6 +131,7 @@ class _Evse:
         self.pending = None  # (remoteStartId, idToken, Profile | None, obj, deadline_t)
         self.adv = 0
         self.relay = False
+        self.inop = False  # ChangeAvailability Inoperative (effective once no tx runs)
 
 
 class Transactions:
@@ -178,7 +187,12 @@ class Transactions:
         self._file = None if state_path is None else txstate.TxFile(state_path, check_fs)
         self._block = seq_block
         self._recs = {}  # what the file should hold: transactionId -> entry
+        # optional fn(evse_id, eventType, triggerReason, advertised, now) -> meterValue list
+        self.meter = None
         self._loaded = False  # the file was read (recover) before its first write
+        # events waiting for the clock: [ticks, age folded in ms, action, payload, tid to forget]
+        self._held = []
+        self.held_dropped = 0
 
     # ------------------------------------------------------------ queries
 
@@ -216,14 +230,82 @@ class Transactions:
             return None
 
     def _stamp(self, now):
-        # Before the first clock sync: the epoch of our time scale (clearly "unknown").
-        return rfc3339.format(now if now is not None else 0)
+        # None while the clock is unset: _emit holds the message until it is known
+        return None if now is None else rfc3339.format(now)
 
-    def _emit(self, action, payload):
+    def _emit(self, action, payload, forget=None):
+        if self._held:
+            self.release()
+        if payload.get("timestamp", "") is None or self._held:
+            self._hold_msg(action, payload, forget)
+            return
         try:
             self.send(action, payload)
         except Exception as e:
             log.exception(_TAG, "%s not queued" % action, e)
+
+    def _hold_msg(self, action, payload, forget):
+        held = self._held
+        if len(held) >= _MAX_HELD:
+            # bounded: a StatusNotification is superseded by the later ones; drop the oldest
+            for i in range(len(held)):
+                if held[i][2] == "StatusNotification":
+                    held.pop(i)
+                    break
+            else:
+                self.held_dropped += 1
+                log.error(_TAG, "%s dropped: %d events already wait for the clock"
+                          % (action, _MAX_HELD))
+                return
+            self.held_dropped += 1
+        held.append([self._ticks(), 0, action, payload, forget])
+
+    def _ticks(self):
+        # the clock's own tick source (tests drive a fake one), else time.ticks_ms
+        return getattr(self.clock, "_ticks_ms", time.ticks_ms)()
+
+    def held(self):
+        """How many events wait for the clock."""
+        return len(self._held)
+
+    def release(self):
+        """Send the events held while the clock was unset, stamped with the
+        instant each happened; a no-op while the clock is still unset. Called
+        by every emit and by poll()."""
+        held = self._held
+        if not held:
+            return
+        t = self._now()
+        tk = self._ticks()
+        if t is None:
+            for h in held:  # keep every age within ticks_diff's range
+                d = time.ticks_diff(tk, h[0])
+                if d >= _AGE_FOLD_MS:
+                    h[1] += d
+                    h[0] = tk
+            return
+        while held:
+            h = held.pop(0)
+            d = time.ticks_diff(tk, h[0])
+            age = h[1] + (d if d > 0 else 0)
+            at = t - (age + 999) // 1000  # whole seconds, never after the event
+            stamp = rfc3339.format(at if at > 0 else 0)
+            p = h[3]
+            after = p.pop("_after", None)
+            if after is not None and after > stamp:
+                stamp = after
+            if "timestamp" in p:
+                p["timestamp"] = stamp
+            for mv in p.get("meterValue") or ():
+                if type(mv) is dict and mv.get("timestamp", "") is None:
+                    mv["timestamp"] = stamp
+            try:
+                self.send(h[2], p)
+            except Exception as e:
+                log.exception(_TAG, "%s not queued" % h[2], e)
+                continue
+            if h[4] is not None:
+                self._forget(h[4])  # a recovered Ended is out: off the file now
 
     def _wake(self):
         if self.changed is not None:
@@ -263,6 +345,7 @@ class Transactions:
              "evse": {"id": evse_id, "connectorId": 1}}
         if id_token is not None:
             p["idToken"] = id_token
+        self._meter(p, evse_id, kind, trigger, e.adv, now)
         if self.online is not None:
             try:
                 if not self.online():
@@ -274,9 +357,26 @@ class Transactions:
         tx.seq += 1
         self._emit("TransactionEvent", p)
 
+    def _meter(self, p, evse_id, kind, trigger, adv, now):
+        # meter.Meter.for_event: the configured measurands (J01/J02), or nothing
+        m = self.meter
+        if m is None:
+            return
+        try:
+            mv = m(evse_id, kind, trigger, adv, now)
+        except Exception as e:
+            log.exception(_TAG, "meter values of EVSE %d" % evse_id, e)
+            return
+        if mv:
+            p["meterValue"] = mv
+
     def _status(self, evse_id, e, now):
         st = e.state
-        if st == "A":
+        if st is None:
+            return
+        if e.inop and e.tx is None and not (e.latched or st == "E" or st == "F"):
+            s = "Unavailable"  # G03/G04 (a fault still reads Faulted)
+        elif st == "A":
             s = "Available"
         elif st == "F" and not e.available:
             s = "Unavailable"
@@ -404,27 +504,63 @@ class Transactions:
             # so the last seqNo used is known exactly; only when all were acknowledged
             # does the reservation decide (a gap of at most seq_block - 1).
             seq = q[0] + 1 if q[0] >= 0 else r[txstate.SEQ]
-            stamp = self._stamp(now if now is not None else r[txstate.AT])
-            if now is None and q[2] > stamp:
-                stamp = q[2]  # never before an event of the transaction still queued
-            p = {"eventType": "Ended", "timestamp": stamp, "triggerReason": "AbnormalCondition",
-                 "seqNo": seq, "transactionInfo": {"transactionId": tid,
-                                                   "stoppedReason": "PowerLoss"},
-                 "evse": {"id": evse_id, "connectorId": 1}}
-            if offline:
-                p["offline"] = True
-            try:
-                self.send("TransactionEvent", p)
-            except Exception as e:  # kept in the file: tried again at the next boot
-                log.exception(_TAG, "Ended of %s not queued" % tid, e)
+            if now is None:
+                # Issue 11 item 8: no time yet. The events already sent carry
+                # times up to the last one, after `at` (the last file write):
+                # `at` would go backwards (the finding: the Started time, 32 s
+                # before an Updated the CSMS had). Held until the clock is known
+                # and stamped with the instant of this boot (after every event
+                # sent), kept in the file until it is out.
                 self._recs[tid] = r
-                problems.append((tid, "TransactionEvent Ended not queued: %s" % e))
+                p = self._lost(tid, evse_id, seq, None, offline)
+                after = q[2]  # never before an event of it still queued, nor the last write
+                if r[txstate.AT] is not None and rfc3339.format(r[txstate.AT]) > after:
+                    after = rfc3339.format(r[txstate.AT])
+                if after:
+                    p["_after"] = after  # (RAM only: release() takes it out)
+                self._hold_msg("TransactionEvent", p, tid)
+                log.warn(_TAG, "EVSE %d: transaction %s ended by a power loss (last state %s, "
+                         "seqNo %d); its Ended waits for the clock"
+                         % (evse_id, tid, r[txstate.STATE], seq))
+                out.append((evse_id, tid))
                 continue
-            log.warn(_TAG, "EVSE %d: transaction %s ended by a power loss (last state %s, "
-                     "seqNo %d)" % (evse_id, tid, r[txstate.STATE], seq))
+            if not self._end_lost(tid, evse_id, seq, now, r[txstate.AT], q[2], offline,
+                                  problems):
+                self._recs[tid] = r
+                continue
             out.append((evse_id, tid))
         self._save()
         return out, problems
+
+    def _lost(self, tid, evse_id, seq, stamp, offline):
+        p = {"eventType": "Ended", "timestamp": stamp, "triggerReason": "AbnormalCondition",
+             "seqNo": seq, "transactionInfo": {"transactionId": tid,
+                                               "stoppedReason": "PowerLoss"},
+             "evse": {"id": evse_id, "connectorId": 1}}
+        if offline:
+            p["offline"] = True
+        return p
+
+    def _end_lost(self, tid, evse_id, seq, now, at, queued_stamp, offline, problems):
+        """Queue the Ended (PowerLoss) of a transaction a power loss cut; its
+        timestamp is never before an event of it the CSMS has or will get (the
+        last file write `at`, the latest queued stamp). True when queued."""
+        t = now
+        if at is not None and at > t:
+            t = at
+        stamp = self._stamp(t)
+        if queued_stamp > stamp:
+            stamp = queued_stamp
+        p = self._lost(tid, evse_id, seq, stamp, offline)
+        try:
+            self.send("TransactionEvent", p)
+        except Exception as e:  # kept in the file: tried again at the next boot
+            log.exception(_TAG, "Ended of %s not queued" % tid, e)
+            problems.append((tid, "TransactionEvent Ended not queued: %s" % e))
+            return False
+        log.warn(_TAG, "EVSE %d: transaction %s ended by a power loss (seqNo %d)"
+                 % (evse_id, tid, seq))
+        return True
 
     # ------------------------------------------------------------ start / end
 
@@ -485,6 +621,9 @@ class Transactions:
         self._event(evse_id, e, "Ended", trigger, now, info)
         e.tx = None
         self._forget(tx.id)  # after the Ended is queued (a cut between: recover() sees it)
+        if e.inop:  # a ChangeAvailability Scheduled during the transaction applies now
+            self._hold(evse_id, True)
+            self._status(evse_id, e, now)
         self.cfg.end_transaction(evse_id)
         removed = []
         try:
@@ -519,7 +658,7 @@ class Transactions:
             e.latched = False
             if e.blocked:
                 e.blocked = False
-                self._hold(evse_id, False)
+                self._hold(evse_id, e.inop)
         elif state == "E":
             e.latched = True
         self._expire(evse_id, e, now)
@@ -532,7 +671,7 @@ class Transactions:
             self._wake()
         connected = state == "B" or state == "C" or state == "D"
         if tx is None:
-            if not connected or e.blocked or e.latched:
+            if not connected or e.blocked or e.latched or e.inop:
                 return
             if self.start_point == EV_CONNECTED:
                 self._start(evse_id, e, "CablePluggedIn", now)
@@ -555,7 +694,10 @@ class Transactions:
                 self._event(evse_id, e, "Updated", "ChargingRateChanged", now)
 
     def poll(self):
-        """Expire remote starts whose EV never came (call now and then)."""
+        """Expire remote starts whose EV never came, send the events held for
+        the clock once it is known (call now and then)."""
+        if self._held:
+            self.release()
         now = self._now()
         for i in range(len(self._e)):
             self._expire(i + 1, self._e[i], now)
@@ -590,6 +732,10 @@ class Transactions:
                     "statusInfo": _status_info("UnknownEvse", "evseId %r does not exist"
                                                % (evse_id,))}
         e = self._e[evse_id - 1]
+        if e.inop and e.tx is None:
+            return {"status": "Rejected",
+                    "statusInfo": _status_info("Unavailable", "EVSE %d is Inoperative "
+                                               "(ChangeAvailability)" % evse_id)}
         if not e.available or e.latched or e.state == "E" or e.state == "F":
             return {"status": "Rejected",
                     "statusInfo": _status_info("Unavailable", "EVSE %d is faulted or "
@@ -632,7 +778,7 @@ class Transactions:
         e.pending = (rid, token, p, obj, deadline)
         if e.blocked:
             e.blocked = False
-            self._hold(evse_id, False)
+            self._hold(evse_id, e.inop)
         st = e.state
         if ((st == "B" or st == "C" or st == "D")
                 and (self.start_point == EV_CONNECTED or e.relay)):
@@ -647,7 +793,7 @@ class Transactions:
         for i in range(len(self._e)):
             e = self._e[i]
             if (e.tx is not None or e.pending is not None or not e.available or e.latched
-                    or e.state == "E" or e.state == "F"):
+                    or e.inop or e.state == "E" or e.state == "F"):
                 continue
             if e.state in ("B", "C", "D"):
                 return i + 1
@@ -665,6 +811,35 @@ class Transactions:
                                                % (tid,))}
         self.stop(evse_id, "RemoteStop", "Remote")
         return {"status": "Accepted"}
+
+    def set_inoperative(self, evse_id, inop):
+        """ChangeAvailability (availability.py): at once when no transaction runs on
+        the EVSE (paused, Unavailable), else when it ends (_end)."""
+        e = self._evse(evse_id)
+        inop = bool(inop)
+        if inop == e.inop:
+            return
+        e.inop = inop
+        if e.tx is None:
+            self._hold(evse_id, inop or e.blocked)
+            self._status(evse_id, e, self._now())
+
+    def event(self, evse_id, trigger):
+        """An Updated for the running transaction (TriggerMessage: Trigger; the
+        sampler: MeterValuePeriodic). False when none runs on the EVSE."""
+        e = self._evse(evse_id)
+        if e.tx is None:
+            return False
+        self._event(evse_id, e, "Updated", trigger, self._now())
+        return True
+
+    def running(self):
+        """How many transactions run now."""
+        n = 0
+        for e in self._e:
+            if e.tx is not None:
+                n += 1
+        return n
 
     def stop(self, evse_id, trigger="StopAuthorized", reason="Local"):
         """End the transaction on an EVSE with the EV still plugged in: the EVSE
