@@ -97,7 +97,8 @@ def test_values_stay_small_ints():
 
 def test_set_rejects_bad_values():
     f, c = make()
-    raises(ValueError, c.set, -1)
+    raises(ValueError, c.set, -63745056001)  # 1 s before 0000-01-01
+    raises(ValueError, c.set, 251824464000)  # 1 s after 9999-12-31T23:59:59Z
     raises(ValueError, c.set, "2024-01-01T00:00:00Z")
     raises(ValueError, c.set, True)
     raises(ValueError, c.set, 1.5)
@@ -145,3 +146,23 @@ def test_rfc3339_bad_string_leaves_clock():
     raises(ValueError, c.set_rfc3339, "not a time")
     raises(ValueError, c.set_rfc3339, "2024-13-01T00:00:00Z")
     assert c.now() == 5
+
+
+def test_clock_from_1970_to_2106_and_beyond():
+    # Issue 10: the station clock may be anywhere from 1970 to at least 2106.
+    # Expected instants are written out by hand, not taken from the clock.
+    from chargepilot import rfc3339
+
+    t = [0]
+    c = clock.Clock(ticks_ms=lambda: t[0], ticks_diff=lambda a, b: a - b, ticks_add=lambda a, b: a + b)
+    for text, secs in (("1970-01-01T00:00:00Z", -1577836800),
+                       ("2106-02-07T06:28:16Z", 2717130496),
+                       ("0000-01-01T00:00:00Z", -63745056000),
+                       ("9999-12-31T23:59:59Z", 251824463999)):
+        assert c.set_rfc3339(text) == secs
+        assert c.now() == secs
+        t[0] += 5000
+        assert c.now() == secs + 5
+        assert c.now_rfc3339() == rfc3339.format(secs + 5)
+    assert rfc3339.from_fields(0, 1, 1) == -63745056000
+    assert rfc3339.from_fields(9999, 12, 31, 23, 59, 59) == 251824463999

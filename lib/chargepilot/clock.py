@@ -3,8 +3,11 @@
 The port's own epoch (2000 on the ESP32, 1970 on unix) never enters: the clock
 is set from the CSMS (`currentTime` of BootNotification / Heartbeat responses)
 or from NTP through `rfc3339.from_fields`, and between sets it advances with
-`time.ticks_ms`. Every value stays a small int on a 32-bit board (seconds
-since 2020 reach 2**30 only in 2054; tick differences stay below 2**29).
+`time.ticks_ms`. Any instant RFC 3339 can name is accepted (years 0000..9999):
+a CSMS whose clock reads 1970 or 2106 still gets a station that follows its
+profiles (the engine has no horizon). Between 1986 and 2054 the value is a
+small int on a 32-bit board; outside that it is a big int, which only costs an
+allocation per `now()`. Tick differences stay below 2**29.
 
 Wrap safety: `ticks_diff` is only exact while the two ticks are less than half
 a period apart (2**29 ms, about 6.2 days, on the board). `now()` and `poll()`
@@ -20,6 +23,12 @@ from micropython import const
 # Re-anchor once the anchor is this old (2**27 ms ~ 1.55 days): far below the
 # 2**29 ms where ticks_diff on a 2**30 period would become ambiguous.
 _REANCHOR_MS = const(134217728)
+
+# 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z in seconds since 2020-01-01Z
+# (proleptic Gregorian, year 0000 a leap year; test_clock checks them
+# against values computed with CPython's datetime).
+_MIN_T = -63745056000
+_MAX_T = 251824463999
 
 
 class Clock:
@@ -42,9 +51,13 @@ class Clock:
         return self._t is not None
 
     def set(self, t):
-        """Set the wall time to `t` (int seconds since 2020-01-01Z)."""
-        if type(t) is bool or type(t) is not int or t < 0:
-            raise ValueError("clock: time must be a non-negative int, got %r" % (t,))
+        """Set the wall time to `t` (int seconds since 2020-01-01Z, any sign).
+
+        Refused: a non-int, and an instant outside years 0000..9999, which no
+        message could carry (`rfc3339.format` has no form for it).
+        """
+        if type(t) is bool or type(t) is not int or t < _MIN_T or t > _MAX_T:
+            raise ValueError("clock: time must be an int within years 0000..9999, got %r" % (t,))
         prev = self.now()
         self._anchor = self._ticks_ms()
         self._t = t
