@@ -102,9 +102,11 @@ class Clock:
         return self._t + d // 1000
 
     def now_rfc3339(self):
-        """`now()` as "YYYY-MM-DDTHH:MM:SSZ", or None while unset."""
+        """`now()` as "YYYY-MM-DDTHH:MM:SSZ"; None while unset, and None once
+        the clock has run past 9999-12-31T23:59:59Z, which no message can carry
+        (a station never invents a timestamp: callers treat None as unknown)."""
         t = self.now()
-        if t is None:
+        if t is None or t > _MAX_T:
             return None
         from chargepilot import rfc3339
 
