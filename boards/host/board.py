@@ -170,6 +170,7 @@ class Board:
         self.guard_trips = 0
         self._sched_us = None  # ticks_us of the oldest schedule() not yet run
         self.guard_wait_max_us = 0  # longest wait of a scheduled guard (benchmarks)
+        self.guard_late_max_us = 0  # longest oversleep of the guard thread (benchmarks)
 
     def close(self):
         if self._log is not None:
@@ -415,7 +416,11 @@ class Board:
         sched = micropython.schedule
         cb = self.guard
         while self._guard_on:
+            t0 = time.ticks_us()
             time.sleep_ms(self.guard_ms)
+            late = time.ticks_diff(time.ticks_us(), t0) - self.guard_ms * 1000
+            if late > self.guard_late_max_us:  # the OS woke the thread late (a loaded host)
+                self.guard_late_max_us = late
             if not self._guard_on:
                 break
             if self._sched_us is None:
