@@ -844,10 +844,16 @@ def test_external_limit_notified_capped_and_released(rig, tmp_path):
     csms.wait_for(lambda: csms.calls("NotifyChargingLimit"), 10)
     t_seen = time.monotonic()
     n = csms.calls("NotifyChargingLimit")[0]
+    # issue 10 item 7: the schedule starts at the instant the limit was set (the CSMS's
+    # clock, which the agent took from the BootNotification answer), never 2020-01-01
+    start = n.payload["chargingSchedule"][0].pop("startSchedule")
+    t_start = datetime.datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc)
+    age = (datetime.datetime.now(datetime.timezone.utc) - t_start).total_seconds()
+    assert 0 <= age <= 30, (start, age)
     assert n.payload == {
         "chargingLimit": {"chargingLimitSource": "EMS"}, "evseId": 1,
         "chargingSchedule": [{"id": 1, "chargingRateUnit": "A",
-                              "startSchedule": "2020-01-01T00:00:00Z",
                               "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10}]}]}
     # while it lasts: the composite of EVSE 1 (and of the station) is capped at 10 A
     for evse in (1, 0):
