@@ -354,6 +354,14 @@ class Board:
             relay = False
         return adv, (state if e.trips == trips else e.deb.state), relay
 
+    def meter_wh(self, evse_id):
+        """This board has no energy meter: None (meter.py then reports only what the
+        pilot offers)."""
+        return None
+
+    def meter_amps_tenths(self, evse_id):
+        return None
+
     def safe(self):
         """Every pilot steady +12 V (not ready, still lets us see a plug), then
         every relay open: the sequence of chargepilot.pilot.apply. Never raises."""
