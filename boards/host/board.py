@@ -31,8 +31,6 @@ ESP32's; there a 1 ms pump task keeps the wait short.
 import random
 import time
 
-import micropython
-
 from chargepilot import pilot
 
 _MAX_EVENTS = 1000
@@ -463,52 +461,20 @@ class Board:
                 self.guard_trips += 1
 
     def start_guard(self, period_ms=20):
-        """Start the guard thread (needs _thread); idempotent."""
+        """Start the guard thread (needs _thread); idempotent. The emulation lives
+        in hostguard.py, imported only here (the device tests' heap is small)."""
         if type(period_ms) is not int or not 1 <= period_ms <= 50:
             raise ValueError("board: guard period must be an int of 1..50 ms")
         self.guard_ms = period_ms
         if self._guard_on:
             return
-        import _thread
+        import hostguard
 
         self._guard_on = True
-        _thread.start_new_thread(self._guard_thread, ())
-        try:  # the unix port only: see the module docstring
-            import sys
-
-            if sys.implementation.name == "micropython":
-                import asyncio
-
-                asyncio.create_task(self._guard_pump())
-        except Exception:
-            pass
+        hostguard.start(self)
 
     def stop_guard(self):
         self._guard_on = False
-
-    def _guard_thread(self):
-        sched = micropython.schedule
-        cb = self.guard
-        while self._guard_on:
-            t0 = time.ticks_us()
-            time.sleep_ms(self.guard_ms)
-            late = time.ticks_diff(time.ticks_us(), t0) - self.guard_ms * 1000
-            if late > self.guard_late_max_us:  # the OS woke the thread late (a loaded host)
-                self.guard_late_max_us = late
-            if not self._guard_on:
-                break
-            if self._sched_us is None:
-                self._sched_us = time.ticks_us()
-            try:
-                sched(cb, None)
-            except RuntimeError:  # the queue is full: the previous one has not run yet
-                pass
-
-    async def _guard_pump(self):
-        import asyncio
-
-        while self._guard_on:
-            await asyncio.sleep_ms(1)
 
     def start_watchdog(self, timeout_ms=8000):
         if type(timeout_ms) is not int or timeout_ms < 1:
