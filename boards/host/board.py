@@ -167,7 +167,7 @@ class Board:
         self.watchdog_ms = None
         self.watchdog_feeds = 0
         self._fed_at = None
-        self._gbuf = [0] * samples  # the guard's own burst buffer
+        self._gbuf = None  # the guard's own burst buffer, made when the guard first reads
         self._guard_on = False
         self.guard_ms = None
         self.guard_runs = 0
@@ -435,6 +435,8 @@ class Board:
 
     # -- relay guard (the ESP32's machine.Timer, emulated) ---------------
     def _guard_read(self, e):
+        if self._gbuf is None:
+            self._gbuf = [0] * len(self._buf)
         low, high = self._cp_burst(e, self._gbuf)
         return pilot.classify(high, low, pilot.diode_check_applies(e.duty))
 
