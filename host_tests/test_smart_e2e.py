@@ -19,6 +19,7 @@ import pytest
 
 from chargepilot import smart
 from csms_fixture import RUNTIMES, agent_factory, check_agent_frames, csms_factory  # noqa: F401
+from chargepilot import recfile  # noqa: E402 (settings.json is a framed record)
 
 FAST = {"RetryBackOffWaitMinimum": "0", "RetryBackOffRandomRange": "0", "MessageTimeout": "5"}
 UTC = datetime.timezone.utc
@@ -935,8 +936,8 @@ def test_smart_charging_variables_read_set_and_persisted(rig):
                ("NotifyChargingLimitWithSchedules", "Accepted", "true"),
                ("Phases3to1", "Accepted", "false")]
     assert rig.get_vars(items) == changed
-    with open(os.path.join(rig.state, "settings.json")) as f:
-        stored = json.load(f)["values"]
+    with open(os.path.join(rig.state, "settings.json"), "rb") as f:
+        stored = json.loads(recfile.unframe(f.read()))["values"]
     assert stored["SmartChargingCtrlr/Enabled"] == "false"
     assert stored["SmartChargingCtrlr/LimitChangeSignificance"] == "2.5"
 

@@ -505,6 +505,20 @@ def _rebooted(path, **kw):
     return r
 
 
+T_CLOCK = T0 + 3 * 86400  # the time the CSMS gives after the reboot
+
+
+def _boot(r, queued=None):
+    """recover() at a boot with the clock unknown, then the clock comes (the
+    BootNotification answer) and poll() queues the Endeds that waited for it
+    (issue 11 item 8: none is stamped before the time is known)."""
+    got, problems = r.txs.recover(queued)
+    assert r.events() == [], r.events()
+    r.clock.set(T_CLOCK)
+    r.txs.poll()
+    return got, problems
+
+
 def test_running_transaction_is_ended_after_a_power_loss():
     from devtest import rmtree, tmpdir
 
@@ -530,6 +544,10 @@ def test_running_transaction_is_ended_after_a_power_loss():
             r.profiles.add(prof(1, 0, "TxDefaultProfile", [(0, 100 + 10 * i)]))
             r.ctl.changed()
             r.run(100)
+        r.run(32000)  # the finding: an Updated 32 s after the last file write
+        r.profiles.add(prof(1, 0, "TxDefaultProfile", [(0, 200)]))
+        r.ctl.changed()
+        r.run(100)
         sent = [p["seqNo"] for p in r.events()]
         assert sent == list(range(len(sent))) and len(sent) >= 7
         ent = _stored(path)[tid]
@@ -541,12 +559,22 @@ def test_running_transaction_is_ended_after_a_power_loss():
         r2 = _rebooted(path, seq_block=4)
         got, problems = r2.txs.recover()
         assert got == [(1, tid)] and problems == []
+        assert r2.events() == [] and list(_stored(path)) == [tid]  # waits for the clock
+        r2.txs.poll()
+        assert r2.events() == []  # still unknown: still waiting
+        r2.clock.set(T_CLOCK)
+        r2.txs.poll()
         (end,) = r2.events()
         assert end["eventType"] == "Ended" and end["triggerReason"] == "AbnormalCondition"
         assert end["transactionInfo"] == {"transactionId": tid, "stoppedReason": "PowerLoss"}
         assert max(sent) < end["seqNo"] <= max(sent) + 4
         assert end["offline"] is True and end["evse"] == {"id": 1, "connectorId": 1}
-        assert end["timestamp"] == rfc3339.format(ent["at"])  # last known time
+        # never before an event the CSMS already has (the finding: the Started
+        # time, 32 s before an Updated); the last file write is older than
+        # the last event sent, so the file's time would go backwards
+        last_sent = max(p["timestamp"] for p in r.events())
+        assert rfc3339.format(ent["at"]) < last_sent
+        assert end["timestamp"] == rfc3339.format(T_CLOCK) >= last_sent
         assert _stored(path) == {}
         assert r2.txs.recover() == ([], [])  # once only
         # a third boot: nothing left to end
@@ -613,7 +641,7 @@ def test_ended_already_queued_is_not_sent_twice():
         queued = [(5, "StatusNotification", {"evseId": 1}), (6, "TransactionEvent", ended1),
                   (7, "TransactionEvent", late2)]
         r2 = _rebooted(path, evses=2)
-        assert r2.txs.recover(queued) == ([(2, t2)], [])
+        assert _boot(r2, queued) == ([(2, t2)], [])
         (end,) = r2.events()
         assert end["transactionInfo"]["transactionId"] == t2 and end["seqNo"] == 12
         assert end["timestamp"] == "2099-01-01T00:00:00Z"  # not before a queued event
@@ -630,7 +658,7 @@ def test_ended_already_queued_is_not_sent_twice():
             raise OSError("flash read error")
 
         r4 = _rebooted(path)
-        assert r4.txs.recover(broken())[0] == [(1, r3.txs.transaction_id(1))]
+        assert _boot(r4, broken())[0] == [(1, r3.txs.transaction_id(1))]
         assert r4.events()[0]["seqNo"] == 8
 
         # events of the transaction still queued: the Ended follows the last one
@@ -644,7 +672,7 @@ def test_ended_already_queued_is_not_sent_twice():
         evs = r5.events()
         assert [p["seqNo"] for p in evs] == [0, 1]
         r6 = _rebooted(path)
-        got, problems = r6.txs.recover([(9, "TransactionEvent", evs[1])])
+        got, problems = _boot(r6, [(9, "TransactionEvent", evs[1])])
         assert got == [(1, r5.txs.transaction_id(1))] and problems == []
         assert r6.events()[0]["seqNo"] == 2  # no gap
     finally:
@@ -724,6 +752,7 @@ def test_power_loss_ended_not_queued_is_kept_for_the_next_boot():
             raise OSError("outbox full")
 
         r2.txs.send = full
+        r2.clock.set(T_CLOCK)  # known at boot this time: queued (refused) at once
         got, problems = r2.txs.recover()
         assert got == [] and problems[0][0] == tid and "not queued" in problems[0][1]
         r2.txs.send = r2._send
@@ -731,13 +760,9 @@ def test_power_loss_ended_not_queued_is_kept_for_the_next_boot():
         r2.run(500)
         assert sorted(_stored(path)) == sorted([tid, r2.txs.transaction_id(1)])
         r3 = _rebooted(path)
-        got, problems = r3.txs.recover()
+        got, problems = _boot(r3)
         assert sorted(got) == sorted([(1, tid), (1, r2.txs.transaction_id(1))])
-        # the one that ran without a clock waits for it, and stays in the file until out
-        assert problems == [] and list(_stored(path)) == [r2.txs.transaction_id(1)]
-        r3.clock.set(T0)
-        r3.txs.poll()
-        assert _stored(path) == {}
+        assert problems == [] and _stored(path) == {} and len(r3.events()) == 2
         assert "2020-01-01T00:00:00Z" not in [p["timestamp"] for p in r3.events()]
     finally:
         rmtree(d)

@@ -54,9 +54,14 @@ class SmartCharging:
     store.ProfileStore, `clock` a clock.Clock, `dm` the device model (`get(key)`).
     `call(action, payload)` sends a CALL (raises when offline), `changed()` wakes
     the control loop, `online()` tells whether the CSMS is reachable now.
-    `queue(action, payload, key)` (e.g. Agent.queue_call): when given,
-    NotifyChargingLimit / ClearedChargingLimit go into the durable outbox (the
-    latest per (evse, source) replaces a queued one) instead of `pending`."""
+    `queue(action, payload)` (e.g. Agent.queue_call): when given,
+    NotifyChargingLimit / ClearedChargingLimit go into the durable outbox,
+    every one of them, in order (K11.FR.02: every significant change reaches
+    the CSMS; none is merged away offline) instead of `pending`. A Notify the
+    full outbox refuses makes its limit "unreported": the Cleared of that
+    limit is then not queued either (never a Cleared without its Notify); the
+    outbox keeps room for the Cleared of limits it did report (Outbox
+    reserve_for, set by app.py)."""
 
     def __init__(self, cfg, profiles, store, clock, dm, call=None, changed=None, online=None,
                  queue=None):
@@ -74,6 +79,10 @@ class SmartCharging:
         self._reported = {}
         # notifications waiting for the CSMS: (evse, source) -> (action, payload)
         self.pending = {}
+        # (evse, source) -> True: a NotifyChargingLimit of the limit now active
+        # was queued; False: every one was refused (the CSMS does not know it).
+        # Absent: not known (e.g. a limit stored before this boot: it was notified)
+        self._told = {}
         # notifications waiting for the clock (a schedule's startSchedule needs it), and
         # every later one behind them:
         # [ticks, age folded in ms, key, action, payload, (unit, periods) | None]
@@ -412,6 +421,8 @@ class SmartCharging:
                 old = q.pop(0)
                 log.error(_TAG, "%s for evse %d (%s) dropped: the clock is still unset"
                           % (old[3], old[2][0], old[2][1]))
+                if old[3] == "NotifyChargingLimit" and not self._told.get(old[2]):
+                    self._told[old[2]] = False  # its Cleared must not go alone (item 4)
             q.append([self._ticks(), 0, key, action, msg, sched])
             return
         if sched is not None:
@@ -478,15 +489,30 @@ class SmartCharging:
         return True
 
     def notify(self, key, action, payload):
-        """Queue the notification in the outbox (`queue` given), else keep the
-        latest per (evse, source) in `pending` until flush() sends it."""
+        """Queue the notification in the outbox (`queue` given; each one, in
+        order, never merged), else keep the latest per (evse, source) in
+        `pending` until flush() sends it."""
         if self.queue is None:
             self.pending[key] = (action, payload)
             return
+        cleared = action == "ClearedChargingLimit"
+        if cleared and self._told.pop(key, None) is False:
+            # the CSMS never heard of this limit (its Notify was refused, counted
+            # in outbox.dropped and reported): a Cleared alone would be a lie
+            log.error(_TAG, "ClearedChargingLimit for evse %d (%s) not queued: its "
+                      "NotifyChargingLimit was refused" % (key[0], key[1]))
+            return
         try:
-            self.queue(action, payload, "limit:%d:%s" % key)
+            self.queue(action, payload)
         except Exception as e:  # refused: the outbox logged it and counts it as dropped
             log.error(_TAG, "%s for evse %d (%s) not queued: %s" % (action, key[0], key[1], e))
+            if not cleared:
+                if not self._told.get(key):
+                    self._told[key] = False
+                self._reported.pop(key, None)  # the next change is notified again
+            return
+        if not cleared:
+            self._told[key] = True
 
     async def flush(self):
         """Send waiting notifications (called when online and after changes)."""

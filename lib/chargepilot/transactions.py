@@ -291,6 +291,9 @@ class Transactions:
             at = t - (age + 999) // 1000  # whole seconds, never after the event
             stamp = rfc3339.format(at if at > 0 else 0)
             p = h[3]
+            after = p.pop("_after", None)
+            if after is not None and after > stamp:
+                stamp = after
             if "timestamp" in p:
                 p["timestamp"] = stamp
             for mv in p.get("meterValue") or ():
@@ -503,34 +506,63 @@ class Transactions:
             # so the last seqNo used is known exactly; only when all were acknowledged
             # does the reservation decide (a gap of at most seq_block - 1).
             seq = q[0] + 1 if q[0] >= 0 else r[txstate.SEQ]
-            stamp = self._stamp(now if now is not None else r[txstate.AT])
-            if now is None and stamp is not None and q[2] > stamp:
-                stamp = q[2]  # never before an event of the transaction still queued
-            p = {"eventType": "Ended", "timestamp": stamp, "triggerReason": "AbnormalCondition",
-                 "seqNo": seq, "transactionInfo": {"transactionId": tid,
-                                                   "stoppedReason": "PowerLoss"},
-                 "evse": {"id": evse_id, "connectorId": 1}}
-            if offline:
-                p["offline"] = True
-            if stamp is None:
-                # no clock and no recorded instant: held until the clock is known,
-                # kept in the file until it is out (a cut before that ends it again)
+            if now is None:
+                # Issue 11 item 8: no time yet. The events already sent carry
+                # times up to the last one, after `at` (the last file write):
+                # `at` would go backwards (the finding: the Started time, 32 s
+                # before an Updated the CSMS had). Held until the clock is known
+                # and stamped with the instant of this boot (after every event
+                # sent), kept in the file until it is out.
                 self._recs[tid] = r
+                p = self._lost(tid, evse_id, seq, None, offline)
+                after = q[2]  # never before an event of it still queued, nor the last write
+                if r[txstate.AT] is not None and rfc3339.format(r[txstate.AT]) > after:
+                    after = rfc3339.format(r[txstate.AT])
+                if after:
+                    p["_after"] = after  # (RAM only: release() takes it out)
                 self._hold_msg("TransactionEvent", p, tid)
+                log.warn(_TAG, "EVSE %d: transaction %s ended by a power loss (last state %s, "
+                         "seqNo %d); its Ended waits for the clock"
+                         % (evse_id, tid, r[txstate.STATE], seq))
                 out.append((evse_id, tid))
                 continue
-            try:
-                self.send("TransactionEvent", p)
-            except Exception as e:  # kept in the file: tried again at the next boot
-                log.exception(_TAG, "Ended of %s not queued" % tid, e)
+            if not self._end_lost(tid, evse_id, seq, now, r[txstate.AT], q[2], offline,
+                                  problems):
                 self._recs[tid] = r
-                problems.append((tid, "TransactionEvent Ended not queued: %s" % e))
                 continue
-            log.warn(_TAG, "EVSE %d: transaction %s ended by a power loss (last state %s, "
-                     "seqNo %d)" % (evse_id, tid, r[txstate.STATE], seq))
             out.append((evse_id, tid))
         self._save()
         return out, problems
+
+    def _lost(self, tid, evse_id, seq, stamp, offline):
+        p = {"eventType": "Ended", "timestamp": stamp, "triggerReason": "AbnormalCondition",
+             "seqNo": seq, "transactionInfo": {"transactionId": tid,
+                                               "stoppedReason": "PowerLoss"},
+             "evse": {"id": evse_id, "connectorId": 1}}
+        if offline:
+            p["offline"] = True
+        return p
+
+    def _end_lost(self, tid, evse_id, seq, now, at, queued_stamp, offline, problems):
+        """Queue the Ended (PowerLoss) of a transaction a power loss cut; its
+        timestamp is never before an event of it the CSMS has or will get (the
+        last file write `at`, the latest queued stamp). True when queued."""
+        t = now
+        if at is not None and at > t:
+            t = at
+        stamp = self._stamp(t)
+        if queued_stamp > stamp:
+            stamp = queued_stamp
+        p = self._lost(tid, evse_id, seq, stamp, offline)
+        try:
+            self.send("TransactionEvent", p)
+        except Exception as e:  # kept in the file: tried again at the next boot
+            log.exception(_TAG, "Ended of %s not queued" % tid, e)
+            problems.append((tid, "TransactionEvent Ended not queued: %s" % e))
+            return False
+        log.warn(_TAG, "EVSE %d: transaction %s ended by a power loss (seqNo %d)"
+                 % (evse_id, tid, seq))
+        return True
 
     # ------------------------------------------------------------ start / end
 
