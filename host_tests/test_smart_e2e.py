@@ -845,11 +845,14 @@ def test_external_limit_notified_capped_and_released(rig, tmp_path):
     csms.wait_for(lambda: csms.calls("NotifyChargingLimit"), 10)
     t_seen = time.monotonic()
     n = csms.calls("NotifyChargingLimit")[0]
-    got_n = json.loads(json.dumps(n.payload))
-    # the instant the limit was set (issue 10 item 7 on branch output), never the epoch
-    start = got_n["chargingSchedule"][0].pop("startSchedule")
-    assert start > "2026-01-01T00:00:00Z", start
-    assert got_n == {
+    # issue 10 item 7: the schedule starts at the instant the limit was set (the CSMS's
+    # clock, which the agent took from the BootNotification answer), never 2020-01-01
+    start = n.payload["chargingSchedule"][0].pop("startSchedule")
+    t_start = datetime.datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc)
+    age = (datetime.datetime.now(datetime.timezone.utc) - t_start).total_seconds()
+    assert 0 <= age <= 30, (start, age)
+    assert n.payload == {
         "chargingLimit": {"chargingLimitSource": "EMS"}, "evseId": 1,
         "chargingSchedule": [{"id": 1, "chargingRateUnit": "A",
                               "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10}]}]}

@@ -198,6 +198,8 @@ async def _run(n, guard, emit):
         if guard:
             emit(pre + "guard_wait_max", st.board.guard_wait_max_us / 1000,
                  "ms (longest a scheduled guard waited: C calls + OS scheduling)")
+            emit(pre + "guard_thread_late_max", st.board.guard_late_max_us / 1000,
+                 "ms (longest the guard thread overslept its period: host OS load)")
     finally:
         st.stop()
         try:

@@ -31,8 +31,6 @@ ESP32's; there a 1 ms pump task keeps the wait short.
 import random
 import time
 
-import micropython
-
 from chargepilot import pilot
 
 _MAX_EVENTS = 1000
@@ -169,13 +167,14 @@ class Board:
         self.watchdog_ms = None
         self.watchdog_feeds = 0
         self._fed_at = None
-        self._gbuf = [0] * samples  # the guard's own burst buffer
+        self._gbuf = None  # the guard's own burst buffer, made when the guard first reads
         self._guard_on = False
         self.guard_ms = None
         self.guard_runs = 0
         self.guard_trips = 0
         self._sched_us = None  # ticks_us of the oldest schedule() not yet run
         self.guard_wait_max_us = 0  # longest wait of a scheduled guard (benchmarks)
+        self.guard_late_max_us = 0  # longest oversleep of the guard thread (benchmarks)
 
     def close(self):
         if self._log is not None:
@@ -436,6 +435,8 @@ class Board:
 
     # -- relay guard (the ESP32's machine.Timer, emulated) ---------------
     def _guard_read(self, e):
+        if self._gbuf is None:
+            self._gbuf = [0] * len(self._buf)
         low, high = self._cp_burst(e, self._gbuf)
         return pilot.classify(high, low, pilot.diode_check_applies(e.duty))
 
@@ -462,48 +463,20 @@ class Board:
                 self.guard_trips += 1
 
     def start_guard(self, period_ms=20):
-        """Start the guard thread (needs _thread); idempotent."""
+        """Start the guard thread (needs _thread); idempotent. The emulation lives
+        in hostguard.py, imported only here (the device tests' heap is small)."""
         if type(period_ms) is not int or not 1 <= period_ms <= 50:
             raise ValueError("board: guard period must be an int of 1..50 ms")
         self.guard_ms = period_ms
         if self._guard_on:
             return
-        import _thread
+        import hostguard
 
         self._guard_on = True
-        _thread.start_new_thread(self._guard_thread, ())
-        try:  # the unix port only: see the module docstring
-            import sys
-
-            if sys.implementation.name == "micropython":
-                import asyncio
-
-                asyncio.create_task(self._guard_pump())
-        except Exception:
-            pass
+        hostguard.start(self)
 
     def stop_guard(self):
         self._guard_on = False
-
-    def _guard_thread(self):
-        sched = micropython.schedule
-        cb = self.guard
-        while self._guard_on:
-            time.sleep_ms(self.guard_ms)
-            if not self._guard_on:
-                break
-            if self._sched_us is None:
-                self._sched_us = time.ticks_us()
-            try:
-                sched(cb, None)
-            except RuntimeError:  # the queue is full: the previous one has not run yet
-                pass
-
-    async def _guard_pump(self):
-        import asyncio
-
-        while self._guard_on:
-            await asyncio.sleep_ms(1)
 
     def start_watchdog(self, timeout_ms=8000):
         if type(timeout_ms) is not int or timeout_ms < 1:

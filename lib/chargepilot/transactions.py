@@ -297,7 +297,9 @@ class Transactions:
             if "timestamp" in p:
                 p["timestamp"] = stamp
             for mv in p.get("meterValue") or ():
-                if type(mv) is dict and mv.get("timestamp", "") is None:
+                # sampled with the event, while the clock was unset: whatever stamp the
+                # meter gave it (None, or its own epoch) is not an instant; the event's is
+                if type(mv) is dict and "timestamp" in mv:
                     mv["timestamp"] = stamp
             try:
                 self.send(h[2], p)
