@@ -113,6 +113,7 @@ class Agent:
         self.status_source = None
         # optional: coroutine function run (as a task) after each Accepted (re)connection
         self.on_online = None
+        self.boot_now = False  # TriggerMessage(BootNotification) while Pending (F06)
 
     # ------------------------------------------------------------ helpers
 
@@ -546,9 +547,16 @@ class Agent:
             asyncio.create_task(self._run_hook(self.on_online))
         await self._online(r)
 
+    async def trigger_boot(self):
+        """TriggerMessage(BootNotification), after its answer: the waiting boot cycle
+        sends it now instead of at the end of the interval."""
+        self.boot_now = True
+        self._wake.set()
+
     async def _boot_cycle(self, r, boot):
         """BootNotification until Accepted; False if the connection ended first."""
         while self._up(r):
+            self.boot_now = False
             try:
                 resp = await r.call("BootNotification", boot)
             except rpc.CallError as e:
@@ -573,7 +581,7 @@ class Agent:
             if wait > _MAX_WAIT_S:  # keeps ticks arithmetic far from the wrap
                 wait = _MAX_WAIT_S
             deadline = time.ticks_add(time.ticks_ms(), wait * 1000)
-            while self._up(r):
+            while self._up(r) and not self.boot_now:
                 left = time.ticks_diff(deadline, time.ticks_ms())
                 if left <= 0:
                     break
