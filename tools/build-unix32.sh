@@ -171,7 +171,9 @@ make -C "$UNIX" -j"$JOBS" \
     LDFLAGS_EXTRA="$LDX" >/dev/null
 
 mkdir -p "$(dirname "$OUT")"
-cp "$UNIX/$BUILD/micropython" "$OUT"
+# via a temporary name: agents may be running the old binary (cp onto it: "text file busy")
+cp "$UNIX/$BUILD/micropython" "$OUT.tmp.$$"
+mv -f "$OUT.tmp.$$" "$OUT"
 "$OUT" -X heapsize=100K -c "
 import sys, time, hashlib, binascii
 assert sys.maxsize == 2**31 - 1, 'not a 32-bit build'

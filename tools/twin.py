@@ -103,10 +103,18 @@ def source(given=None, log=print):
 
 def build(src=None, log=print):
     """Build (or bring up to date) build/twin/micropython; return its path."""
+    import fcntl
+
     ensure_toolchain(log)
     env = dict(os.environ, SRC=source(src, log), CACHE=cache_dir())
     env.pop("MICROPYPATH", None)
-    r = subprocess.run(["sh", SCRIPT, OUT, MANIFEST], env=env, capture_output=True, text=True)
+    os.makedirs(os.path.dirname(OUT), exist_ok=True)
+    # One build at a time: pytest workers, a benchmark and test_all may all ask
+    # at once, and two makes in one build directory corrupt each other.
+    with open(OUT + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        r = subprocess.run(["sh", SCRIPT, OUT, MANIFEST], env=env, capture_output=True,
+                           text=True)
     if r.returncode != 0:
         tail = "\n".join((r.stdout + r.stderr).splitlines()[-30:])
         raise TwinError("twin: build failed (tools/build-unix32.sh):\n" + tail)
