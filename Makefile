@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv bench clean
+.PHONY: run test venv bench twin clean
 
 # make run: the demo ends by itself (~50 s) and prints the timeline page's path;
 # options of tools/run_demo.py go in RUN_ARGS, e.g. make run RUN_ARGS="--step 3 --full"
@@ -20,6 +20,11 @@ $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	touch $(STAMP)
+
+# The board twin (32-bit, agent frozen): build/twin/micropython. `make test`
+# builds it too; it installs gcc-multilib with apt-get when missing and root.
+twin: $(STAMP)
+	$(PY) tools/twin.py
 
 bench: $(STAMP)
 	$(PY) tools/bench composite

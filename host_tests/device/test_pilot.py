@@ -227,8 +227,13 @@ def test_relay_mode_threshold_hysteresis_min_switch():
     # opening right after closing is never delayed
     assert r.update(0, time.ticks_add(t, 6)) is False
     # after a long idle the old timestamp is forgotten: no wrap trap
-    r.update(0, time.ticks_add(t, 5000))
-    assert r.update(500, time.ticks_add(t, 5000 + (1 << 29))) is True
+    idle = time.ticks_add(t, 5000)
+    r.update(0, idle)
+    # 2**29 ms later: past half a board's 2**30 ticks period, where ticks_diff from
+    # the last switch would be negative. A board's ticks_add takes at most 2**29 - 1
+    # at once (OverflowError beyond), so the clock gets there in two steps.
+    later = time.ticks_add(time.ticks_add(idle, 1 << 28), 1 << 28)
+    assert r.update(500, later) is True
     raises(ValueError, pilot.RelaySwitch, 0)
     raises(ValueError, r.update, 1.5, t)
 
