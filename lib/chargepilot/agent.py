@@ -598,15 +598,19 @@ class Agent:
             await self.send_status(r, evse, conn, st)
 
     async def send_status(self, r, evse, conn, st):
+        ts = self.timestamp()
+        if ts is None:
+            return  # not recorded as sent: the next pass tries again with a real time
         await r.call("StatusNotification", {
-            "timestamp": self.timestamp(), "connectorStatus": st, "evseId": evse,
+            "timestamp": ts, "connectorStatus": st, "evseId": evse,
             "connectorId": conn})
         self._sent_status[(evse, conn)] = st
 
     def timestamp(self):
-        t = self.clock.now_rfc3339()
-        # Before the first clock sync: the epoch of our time scale (clearly "unknown").
-        return t if t is not None else "2020-01-01T00:00:00Z"
+        """Now as RFC 3339, or None while the time is unknown: a station never
+        sends an invented instant (issue 10 item 7). Online normally implies a
+        known time (BootNotification's currentTime)."""
+        return self.clock.now_rfc3339()
 
     async def _heartbeat(self, r):
         resp = await r.call("Heartbeat", {})

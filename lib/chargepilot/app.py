@@ -404,7 +404,12 @@ class Station:
         backwards across reboots). The send time is after the event."""
         if action != "NotifyEvent" or payload.get("generatedAt") is not None:
             return payload
-        now = self.clock.now_rfc3339() or "2020-01-01T00:00:00Z"  # not online without a clock
+        now = self.clock.now_rfc3339()
+        if now is None:
+            # Online means the CSMS gave the time, so this should not happen; if
+            # it does, the outbox holds the message and tries again later
+            # rather than sending an invented instant (issue 10 item 7).
+            raise RuntimeError("NotifyEvent held: the clock is not known")
         payload["generatedAt"] = now
         for ev in payload.get("eventData") or ():
             if type(ev) is dict and ev.get("timestamp") is None:

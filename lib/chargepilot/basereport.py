@@ -120,6 +120,9 @@ class Reporter:
     async def _report(self, rid, base):
         a = self.agent
         gen = a.timestamp()
+        if gen is None:  # never an invented generatedAt (issue 10 item 7)
+            log.warn(_TAG, "GetBaseReport %s not sent: the time is not known" % rid)
+            return
         seq = 0
         frame = []
         size = 0
