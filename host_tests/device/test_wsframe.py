@@ -133,6 +133,36 @@ def test_close_payloads():
     assert len(cut) == 122 and cut.decode() == "\u00e9" * 61
 
 
+# RFC 3629 §4 / Autobahn 6.x: byte sequences and whether they are UTF-8 (hand-listed)
+UTF8_GOOD = (
+    b"", b"plain ascii", b"\xc2\x80", b"\xdf\xbf", b"\xe0\xa0\x80", b"\xed\x9f\xbf",
+    b"\xee\x80\x80", b"\xef\xbf\xbf", b"\xf0\x90\x80\x80", b"\xf4\x8f\xbf\xbf",
+    b"\xf0\x9f\x98\x80",  # U+1F600
+    b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5",  # Autobahn 6.2.1
+)
+UTF8_BAD = (
+    b"\xc0\xaf", b"\xc1\xbf", b"\xe0\x80\xaf", b"\xe0\x9f\xbf", b"\xf0\x80\x80\xaf",
+    b"\xf0\x8f\xbf\xbf",  # overlong
+    b"\xed\xa0\x80", b"\xed\xbf\xbf", b"\xed\xa0\xbd\xed\xb8\x80",  # surrogates, CESU-8 pair
+    b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80", b"\xf7\xbf\xbf\xbf",  # above U+10FFFF
+    b"\xfe", b"\xff", b"\x80", b"a\xbf",  # never valid / stray continuation
+    b"\xc2", b"\xe0\xa0", b"\xf0\x90\x80", b"\xce\xba\xe1\xbd",  # truncated
+    b"\xc2\x41", b"\xe1\x80\x41",  # continuation missing
+)
+
+
+def test_utf8_check_is_strict():
+    for b in UTF8_GOOD:
+        assert F.utf8_valid(b), b
+        assert F.text(bytearray(b)) == b.decode()
+    for b in UTF8_BAD:
+        assert not F.utf8_valid(b), b
+        assert not F.utf8_valid(b"ok " + b + b" ok"), b
+        e = _raises(1007, F.text, bytearray(b"x" + b))
+        assert "UTF-8" in str(e)
+    _raises(1007, F.parse_close, b"\x03\xe8\xed\xa0\x80")
+
+
 def test_parse_url():
     assert wshs.parse_url("ws://csms.example.com/ocpp/CP1") == (False, "csms.example.com", 80, "/ocpp/CP1")
     assert wshs.parse_url("WSS://10.0.0.5:8443/a/CP%2F1?x=1#frag") == (True, "10.0.0.5", 8443, "/a/CP%2F1?x=1")
@@ -296,6 +326,10 @@ async def test_recv_protocol_errors_close_with_the_right_code():
         (srv(1, b"x" * 1001), 1009),  # over max_message in one frame
         (srv(1, b"x" * 600, False) + srv(0, b"y" * 401), 1009),  # ... across fragments
         (srv(1, b"\xff\xfe"), 1007),  # not UTF-8
+        (srv(1, b"[\xc0\xaf]"), 1007),  # overlong '/' (MicroPython's decoder takes it)
+        (srv(1, b"[\xed\xa0\x80]"), 1007),  # a UTF-16 surrogate
+        (srv(1, b"[\xf4\x90\x80\x80]"), 1007),  # above U+10FFFF
+        (srv(1, b"[\xed\xa0", False) + srv(0, b"\x80]"), 1007),  # surrogate split over fragments
         (srv(2, b"\x00"), 1003),  # binary
         (bytes((0x81, 0x81, 1, 2, 3, 4, 5)), 1002),  # masked server frame
         (srv(1, b"x", True, 0x40), 1002),  # reserved bit

@@ -252,10 +252,7 @@ class WebSocket:
             return None  # closing: data is dropped
         if op == F.OP_BINARY:
             raise FrameError(1003, "binary message; OCPP-J is text only")
-        try:
-            return payload.decode()
-        except UnicodeError:  # MicroPython's; CPython raises its subclass UnicodeDecodeError
-            raise FrameError(F.CLOSE_BAD_DATA, "text message is not valid UTF-8")
+        return F.text(payload)
 
     async def _fail(self, code, msg):
         """Close after a protocol error and raise ConnectionClosed(code, msg)."""

@@ -170,8 +170,56 @@ def parse_close(payload):
     code = (payload[0] << 8) | payload[1]
     if not _valid_close_code(code):
         raise FrameError(CLOSE_PROTOCOL, "invalid close code %d" % code)
+    return code, text(payload[2:], "close reason")
+
+
+def utf8_valid(buf):
+    """True when `buf` (bytes-like) is strict UTF-8 (RFC 3629): no overlong forms,
+    no surrogates (ED A0..BF), nothing above U+10FFFF, no truncated sequence.
+
+    A byte loop on purpose: MicroPython's own decoder lets overlong forms and
+    surrogates through, so the check must not depend on the runtime.
+    """
+    need = 0  # continuation bytes still due
+    lo = 0x80  # allowed range of the next continuation byte
+    hi = 0xBF
+    for b in buf:
+        if need:
+            if b < lo or b > hi:
+                return False
+            lo = 0x80
+            hi = 0xBF
+            need -= 1
+        elif b < 0x80:
+            continue
+        elif b < 0xC2:  # a stray continuation byte, or overlong C0/C1
+            return False
+        elif b < 0xE0:
+            need = 1
+        elif b < 0xF0:
+            need = 2
+            if b == 0xE0:
+                lo = 0xA0  # E0 80..9F: overlong
+            elif b == 0xED:
+                hi = 0x9F  # ED A0..BF: UTF-16 surrogates
+        elif b < 0xF5:
+            need = 3
+            if b == 0xF0:
+                lo = 0x90  # F0 80..8F: overlong
+            elif b == 0xF4:
+                hi = 0x8F  # F4 90.. : above U+10FFFF
+        else:
+            return False
+    return need == 0
+
+
+def text(payload, what="text message"):
+    """A received UTF-8 payload as str; FrameError(1007) unless it is strict UTF-8
+    (RFC 6455 §8.1). Pure ASCII (as long as a str as in bytes) skips the byte loop."""
     try:
-        reason = bytes(payload[2:]).decode()
-    except Exception:
-        raise FrameError(CLOSE_BAD_DATA, "close reason is not UTF-8")
-    return code, reason
+        s = payload.decode()
+    except UnicodeError:  # MicroPython's; CPython raises its subclass UnicodeDecodeError
+        raise FrameError(CLOSE_BAD_DATA, what + " is not valid UTF-8")
+    if len(s) != len(payload) and not utf8_valid(payload):
+        raise FrameError(CLOSE_BAD_DATA, what + " is not valid UTF-8")
+    return s
