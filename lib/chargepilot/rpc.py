@@ -23,6 +23,7 @@ from micropython import const
 
 from chargepilot import errors
 from chargepilot import log as _log
+from chargepilot.wsframe import MessageTooBig
 from chargepilot.errors import OcppError
 
 CALL = const(2)
@@ -32,6 +33,11 @@ CALLERROR = const(4)
 _TAG = "rpc"
 _MAX_ID = const(36)
 _MAX_DESC = const(255)
+# Follow-up work (reports after a GetChargingProfiles answer) waiting to run, at
+# most; one runs at a time (our CALLs go out one by one anyway). A CALL whose
+# follow-up finds the queue full is answered with a CALLERROR instead (handlers
+# that return follow-ups only read: nothing was accepted).
+MAX_FOLLOW_UPS = const(4)
 # Older spellings accepted in CALLERRORs we receive; we always send the Ed.3 ones.
 _ALIASES = {
     "OccurenceConstraintViolation": errors.OCCURRENCE_CONSTRAINT_VIOLATION,
@@ -139,6 +145,18 @@ def _salvage(text):
     return kind, mid
 
 
+def unicode_text(text):
+    """The frame text with every escaped UTF-16 surrogate pair (how CPython's
+    json.dumps sends any emoji) replaced by the character itself; OcppError
+    (TypeConstraintViolation) for a lone surrogate escape (framefix.unicode_pairs).
+    Text without one is returned as it is, at the cost of two finds."""
+    if text.find("\\ud") < 0 and text.find("\\uD") < 0:
+        return text
+    from chargepilot import framefix
+
+    return framefix.unicode_pairs(text)
+
+
 def _readable_id(msg):
     if len(msg) > 1:
         mid = msg[1]
@@ -149,7 +167,7 @@ def _readable_id(msg):
 
 class Rpc:
     def __init__(self, ws, handlers, validator=None, log=_log, call_timeout_ms=30000, on_frame=None,
-                 gate=None, id_prefix=None, max_tasks=2):
+                 gate=None, id_prefix=None, max_tasks=2, oversize=None, max_bytes=None):
         if validator is None:
             from chargepilot import validate as validator
         self.ws = ws
@@ -160,6 +178,12 @@ class Rpc:
         self.on_frame = on_frame
         self.gate = gate
         self.max_tasks = max_tasks  # handler tasks at once; beyond that, handled inline
+        # fn(action, scan) -> response payload or None for a CALL the WebSocket did not
+        # keep (MessageTooBig): `scan` is what the socket's scanner counted in it
+        self.oversize = oversize
+        self.max_bytes = max_bytes  # the size limit named in the CALLERROR (BytesPerMessage)
+        self._follow = []  # (action, fn) follow-ups waiting (at most MAX_FOLLOW_UPS)
+        self._follow_task = None
         if id_prefix is None:
             id_prefix = "".join("%02x" % b for b in os.urandom(6))
         if type(id_prefix) is not str or not 0 < len(id_prefix) <= 16:
@@ -182,7 +206,8 @@ class Rpc:
     async def call(self, action, payload, timeout_ms=None):
         """Send a CALL and return the CALLRESULT payload.
 
-        Raises OcppError/ValueError (nothing sent) when the payload is invalid,
+        Raises OcppError/ValueError (nothing sent) when the payload is invalid
+        (ValueError also when a string in it is not Unicode: wsframe.encode),
         CallError on CALLERROR, CallTimeout, Disconnected, BadResponse.
         """
         if type(action) is not str or not action:
@@ -204,6 +229,9 @@ class Rpc:
                 self._frame("out", text)
                 try:
                     await self.ws.send(text)
+                except ValueError as e:  # not Unicode text (wsframe.encode): never sendable
+                    self.log.error(_TAG, "%s %s not sent: %s" % (action, mid, e))
+                    raise
                 except Exception as e:
                     raise Disconnected("%s not sent: %s" % (action, e))
                 text = None  # sent: not kept while the answer is awaited
@@ -231,6 +259,19 @@ class Rpc:
         self._answer = answer
         if self._event is not None:
             self._event.set()
+
+    def _bad_answer(self, kind, mid, code, description):
+        """An answer that cannot be read: our waiting CALL ends now (the connection is
+        fine; waiting for the timeout would call it dead): a CALLRESULT with
+        BadResponse, a CALLERROR with CallError(GenericError). Others are dropped."""
+        if self._waiting is not None and mid == self._waiting and self._answer is None:
+            self.log.warn(_TAG, "answer for %s unreadable: %s" % (mid, description))
+            if kind == CALLRESULT:
+                self._finish(BadResponse(code, description))
+            else:
+                self._finish(CallError(errors.GENERIC_ERROR, description))
+        else:
+            self.log.warn(_TAG, "unreadable answer for %s dropped: %s" % (mid, description))
 
     def _on_answer(self, msg):
         kind = msg[0]
@@ -262,18 +303,79 @@ class Rpc:
             while True:
                 try:
                     text = await self.ws.recv()
+                except MessageTooBig as e:  # read off the wire, not kept: answer, go on
+                    text = None
+                    try:
+                        await self._too_big(e)
+                    except Exception as e2:
+                        self._log_safe("frame not answered", e2)
+                    continue
                 except Exception as e:
-                    self.log.info(_TAG, "connection ended: %s" % e)
+                    self._log_safe("connection ended", e)
                     return
                 try:
                     await dispatch(text)
+                except MemoryError as e:  # never let one frame end the reader
+                    self._log_safe("frame dropped", e)
+                    try:
+                        got = _salvage(text)
+                        if got is not None and got[0] == CALL:
+                            text = None
+                            await self._error(got[1], errors.INTERNAL_ERROR, "out of memory handling the frame")
+                    except Exception:
+                        pass
                 except Exception as e:  # never let one frame end the reader
-                    self.log.exception(_TAG, "frame dropped", e)
+                    self._log_safe("frame dropped", e)
                 text = None  # not kept while waiting for the next frame
         finally:
             self.closed = True
             if self._waiting is not None and self._answer is None:
                 self._finish(Disconnected("connection ended before the answer"))
+
+    def _log_safe(self, msg, e):
+        """Log from the read loop; out of memory for the line itself, say nothing
+        rather than end the loop."""
+        try:
+            self.log.warn(_TAG, "%s: %s: %s" % (msg, type(e).__name__, e))
+        except Exception:
+            pass
+
+    async def _too_big(self, e):
+        """A message the WebSocket did not keep (MessageTooBig): its id and action
+        come from its first bytes, never from parsing it."""
+        head = bytes(e.head)
+        for k in range(len(head)):  # ids and actions are ASCII: cut before anything else
+            if head[k] >= 0x80:
+                head = head[:k]
+                break
+        from chargepilot import framefix
+
+        got = framefix.head(head.decode())
+        mid = got[1] if got is not None else "-1"
+        if got is not None and got[0] != CALL:
+            self._bad_answer(got[0], mid, errors.FORMAT_VIOLATION,
+                             "answer of %d bytes not read" % e.size)
+            return
+        action = got[2] if got is not None else None
+        if e.memory:
+            code, desc = errors.INTERNAL_ERROR, "out of memory reading the %d-byte frame" % e.size
+        else:
+            code, desc = errors.FORMAT_VIOLATION, "%d bytes: more than BytesPerMessage %s" % (
+                e.size, self.max_bytes)
+        self.log.warn(_TAG, "%s %s not read: %s" % (action, mid, desc))
+        if action is not None and got is not None:
+            try:
+                if self.gate is not None:
+                    self.gate(action)
+                resp = None
+                if self.oversize is not None:
+                    resp = self.oversize(action, e.scan)
+            except OcppError as x:
+                code, desc, resp = x.code, x.description, None
+            if resp is not None:  # e.g. SetChargingProfile: Rejected TooManyElements
+                await self._send([CALLRESULT, mid, resp])
+                return
+        await self._error(mid, code, desc)
 
     async def _dispatch(self, text):
         self._frame("in", text)
@@ -294,7 +396,16 @@ class Rpc:
         or (id, None, (action, handler, payload)) for a CALL to run."""
         E = errors
         try:
+            text = unicode_text(text)  # the same strings on both runtimes
             msg = json.loads(text)
+        except OcppError as e:  # a lone surrogate
+            got = _salvage(text)
+            if got is not None and got[0] == CALL:
+                return got[1], e.code, e.description
+            if got is not None:
+                self._bad_answer(got[0], got[1], e.code, e.description)
+                return None
+            return "-1", e.code, e.description
         except MemoryError:
             got = _salvage(text)
             if got is not None and got[0] != CALL:
@@ -305,7 +416,7 @@ class Rpc:
             if got is not None and got[0] == CALL:
                 return got[1], E.FORMAT_VIOLATION, "CALL is not valid JSON"
             if got is not None and (got[0] == CALLRESULT or got[0] == CALLERROR):
-                self.log.warn(_TAG, "answer for %s is not valid JSON; dropped" % got[1])
+                self._bad_answer(got[0], got[1], E.FORMAT_VIOLATION, "answer is not valid JSON")
                 return None
             return "-1", E.RPC_FRAMEWORK_ERROR, "frame is not valid JSON"
         if type(msg) is not list or not msg:
@@ -376,14 +487,31 @@ class Rpc:
                 self.log.error(_TAG, "invalid %sResponse not sent: %s" % (action, e))
                 await self._error(mid, errors.INTERNAL_ERROR, "%sResponse failed validation" % action)
                 return
+            if after is not None and len(self._follow) >= MAX_FOLLOW_UPS:
+                self.log.warn(_TAG, "%s refused: %d follow-ups already waiting" % (action, len(self._follow)))
+                await self._error(mid, errors.GENERIC_ERROR, "busy: %d earlier reports still waiting to be "
+                                  "sent; try again later" % len(self._follow))
+                return
             await self._send([CALLRESULT, mid, resp])
             if after is not None:
-                asyncio.create_task(self._after(action, after))
+                self._follow.append((action, after))
+                if self._follow_task is None:  # kept: CPython holds only weak references
+                    self._follow_task = asyncio.create_task(self._follow_ups())
         except Exception as e:
             self.log.exception(_TAG, "%s answer not sent" % action, e)
         finally:
             if counted:
                 self._running.discard(asyncio.current_task())
+
+    async def _follow_ups(self):
+        """Run the queued follow-ups one after the other."""
+        try:
+            while self._follow:
+                action, fn = self._follow.pop(0)
+                await self._after(action, fn)
+                fn = None
+        finally:
+            self._follow_task = None
 
     async def _after(self, action, fn):
         try:
@@ -411,6 +539,10 @@ class Rpc:
         self._frame("out", text)
         try:
             await self.ws.send(text)
+        except ValueError as e:  # a string that is not Unicode (wsframe.encode)
+            self.log.error(_TAG, "answer not sent: %s" % e)
+            await self.ws.send(json.dumps([CALLERROR, frame[1], errors.INTERNAL_ERROR,
+                                           "answer is not Unicode text", {}]))
         except Exception as e:
             self.log.warn(_TAG, "send failed: %s" % e)
 

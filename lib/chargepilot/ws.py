@@ -18,11 +18,13 @@ from micropython import const
 
 from chargepilot import log, wshs
 from chargepilot import wsframe as F
-from chargepilot.wsframe import ConnectionClosed, FrameError, WebSocketError  # noqa: F401 (re-exported)
+from chargepilot.wsframe import ConnectionClosed, FrameError, MessageTooBig, WebSocketError  # noqa: F401 (re-exported)
 
 _TAG = "ws"
 _READINTO_MIN = const(512)  # payloads this big are read into one buffer
 _ABNORMAL = const(1006)
+_HEAD = const(128)  # first bytes kept of a message that is not (MessageTooBig.head)
+_SKIP_CHUNK = const(256)  # read size while skipping a message that is not kept
 
 
 class WebSocketTimeout(WebSocketError):
@@ -90,6 +92,13 @@ class WebSocket:
         self._reading = False
         self._frag = None  # bytearray of a message still arriving in fragments
         self._frag_op = 0
+        # Messages over `keep_max` bytes (None: max_message) are read in small
+        # chunks and not kept: recv() raises MessageTooBig (connection intact).
+        # `scan` (optional): a factory of objects with feed(bytes) that see such a
+        # message in passing (e.g. rpc.PeriodScan counts charging periods).
+        self.keep_max = None
+        self.scan = None
+        self._big = None  # [head, size, scanner, out of memory, opcode] of a message being skipped
         self.closed = False
         self.close_code = None
         self.close_reason = ""
@@ -103,18 +112,25 @@ class WebSocket:
     async def _readexactly(self, n):
         if n <= 0:
             return b""
+        buf = None
+        if n >= _READINTO_MIN and hasattr(self._r, "readinto"):
+            # allocated before anything is taken off the stream: a MemoryError
+            # here leaves the stream where it was (the message can be skipped)
+            buf = bytearray(n)
         have = b""
         if self._pend:
             if len(self._pend) >= n:
                 have = self._pend[:n]
                 self._pend = self._pend[n:]
+                if buf is not None:
+                    buf[:] = have
+                    return buf
                 return have
             have = self._pend
             self._pend = b""
             n -= len(have)
-        if n >= _READINTO_MIN and hasattr(self._r, "readinto"):
+        if buf is not None:
             # MicroPython: one buffer, no growing concatenation
-            buf = bytearray(len(have) + n)
             buf[: len(have)] = have
             mv = memoryview(buf)
             got = len(have)
@@ -137,11 +153,60 @@ class WebSocket:
         elif n == 127:
             n = F.ext_length(await self._readexactly(8))
         if op < F.OP_CLOSE:
+            big = self._big
+            if op == F.OP_CONT:
+                if self._frag is None and big is None:
+                    raise FrameError(F.CLOSE_PROTOCOL, "continuation frame with no message started")
+            elif self._frag is not None or big is not None:
+                raise FrameError(F.CLOSE_PROTOCOL, "new data frame inside a fragmented message")
             so_far = len(self._frag) if self._frag is not None else 0
+            if big is not None:
+                so_far = big[1]
             if n + so_far > self.max_message:
                 raise FrameError(F.CLOSE_TOO_BIG, "message over the %d-byte limit" % self.max_message)
+            keep = self.keep_max
+            if big is None and keep is not None and n + so_far > keep:
+                self._skip_start(self._frag, False, op)
+            if self._big is None:
+                try:
+                    payload = await self._readexactly(n)
+                    return fin, op, payload
+                except MemoryError:  # nothing of this frame was read yet
+                    self._skip_start(self._frag, True, op)
+            await self._skip(n)
+            return fin, op, None
         payload = await self._readexactly(n)
         return fin, op, payload
+
+    def _skip_start(self, data, memory, op):
+        """From now on the message is skipped; `data`: what of it is already read."""
+        if self._frag is not None:
+            op = self._frag_op
+        self._frag = None
+        sc = self.scan() if self.scan is not None else None
+        head = b""
+        size = 0
+        if data:
+            head = bytes(data[:_HEAD])
+            size = len(data)
+            if sc is not None:
+                mv = memoryview(data)
+                for i in range(0, size, _SKIP_CHUNK):
+                    sc.feed(bytes(mv[i : i + _SKIP_CHUNK]))
+        self._big = [head, size, sc, memory, op]
+
+    async def _skip(self, n):
+        big = self._big
+        sc = big[2]
+        while n > 0:
+            k = n if n < _SKIP_CHUNK else _SKIP_CHUNK
+            chunk = await self._readexactly(k)
+            n -= k
+            big[1] += k
+            if len(big[0]) < _HEAD:
+                big[0] += chunk[: _HEAD - len(big[0])]
+            if sc is not None:
+                sc.feed(chunk)
 
     async def _read_frame(self, deadline):
         """One frame -> (fin, opcode, payload). `deadline` (ticks) bounds only the wait for its first byte."""
@@ -231,6 +296,29 @@ class WebSocket:
         raise ConnectionClosed(code, reason)
 
     def _data(self, fin, op, payload):
+        if payload is None:  # skipped (too big or no memory)
+            if not fin:
+                return None
+            head, size, sc, memory, op = self._big
+            self._big = None
+            if self._close_sent:
+                return None
+            if op == F.OP_BINARY:
+                raise FrameError(1003, "binary message; OCPP-J is text only")
+            raise MessageTooBig(size, head, sc, memory)
+        try:
+            return self._kept(fin, op, payload)
+        except MemoryError:  # joining or decoding: the message was read, skip it
+            data = payload
+            if self._frag is not None:
+                data = self._frag
+                if op != F.OP_CONT:
+                    op = self._frag_op
+            self._skip_start(data, True, op)
+            data = payload = None
+            return self._data(fin, op, None)
+
+    def _kept(self, fin, op, payload):
         if op == F.OP_CONT:
             if self._frag is None:
                 raise FrameError(F.CLOSE_PROTOCOL, "continuation frame with no message started")

@@ -55,6 +55,23 @@ class FrameError(WebSocketError):
         self.code = code
 
 
+class MessageTooBig(WebSocketError):
+    """A data message that was read off the wire but not kept: over the size the
+    reader keeps (`keep_max`) or no memory for it. The connection lives.
+
+    `size`: its bytes; `head`: its first bytes (bytes, for the message id);
+    `scan`: what the reader's scanner made of the whole message (or None);
+    `memory`: True when it was dropped for lack of memory, not for its size.
+    """
+
+    def __init__(self, size, head, scan=None, memory=False):
+        super().__init__("message of %d bytes not kept%s" % (size, " (out of memory)" if memory else ""))
+        self.size = size
+        self.head = head
+        self.scan = scan
+        self.memory = memory
+
+
 # ---------------------------------------------------------------- frames
 
 
@@ -94,9 +111,10 @@ def header(opcode, n, fin=True, masked=True):
 
 def encode(opcode, payload, key, fin=True):
     """One client frame (always masked with the 4-byte `key`) as a bytearray.
-    `payload`: bytes, or a str (sent as UTF-8)."""
+    `payload`: bytes, or a str (sent as UTF-8; ValueError when it is not Unicode
+    text, see utf8_out)."""
     if type(payload) is str:
-        payload = payload.encode()
+        payload = utf8_out(payload)
     n = len(payload)
     if opcode >= 8 and n > _MAX_CONTROL:
         raise WebSocketError("control frame payload over 125 bytes")
@@ -108,6 +126,22 @@ def encode(opcode, payload, key, fin=True):
     out[h + 4 :] = payload
     mask(out, key, h + 4)
     return out
+
+
+def utf8_out(text):
+    """`text` as the strict UTF-8 a text frame must carry. A MicroPython str can hold
+    surrogate halves (CESU-8: what json.loads made of an escaped pair, kept in a
+    record stored by an older version): pairs become proper 4-byte UTF-8; a lone
+    half raises ValueError, since the peer would close (1007) on every attempt."""
+    data = text.encode()
+    if len(data) == len(text) or utf8_valid(data):
+        return data
+    from chargepilot import framefix
+
+    fixed = framefix.cesu_repair(data)
+    if fixed is None:
+        raise ValueError("text is not Unicode (a lone UTF-16 surrogate); not sent")
+    return fixed
 
 
 def parse_head(b0, b1):
