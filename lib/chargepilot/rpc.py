@@ -221,7 +221,9 @@ class Rpc:
             if self.closed:
                 raise Disconnected("connection closed; %s not sent" % action)
             mid = self._next_id()
-            text = json.dumps([CALL, mid, action, payload])
+            # CPython's json.dumps escapes a lone surrogate: refused here (OcppError)
+            # as wsframe.encode refuses MicroPython's raw one (ValueError)
+            text = unicode_text(json.dumps([CALL, mid, action, payload]))
             self._event = asyncio.Event()
             self._answer = None
             self._waiting = mid
@@ -451,8 +453,8 @@ class Rpc:
             self.validator.check(action, "Request", payload)
         except OcppError as e:
             return rid, e.code, e.description
-        except Exception as e:
-            self.log.exception(_TAG, "checking %s failed" % action[:60], e)
+        except Exception as e:  # MemoryError too: answered, the reader goes on
+            self._log_safe("checking %s failed" % action[:60], e)
             return rid, E.INTERNAL_ERROR, "request could not be checked"
         return rid, None, (action, handler, payload)
 
@@ -470,7 +472,7 @@ class Rpc:
                 await self._error(mid, e.code, e.description)
                 return
             except Exception as e:
-                self.log.exception(_TAG, "%s handler failed" % action, e)
+                self._log_safe("%s handler failed" % action, e)
                 desc = "%s handler failed: %s" % (action, type(e).__name__)
                 await self._error(mid, errors.INTERNAL_ERROR, desc)
                 return
@@ -498,7 +500,7 @@ class Rpc:
                 if self._follow_task is None:  # kept: CPython holds only weak references
                     self._follow_task = asyncio.create_task(self._follow_ups())
         except Exception as e:
-            self.log.exception(_TAG, "%s answer not sent" % action, e)
+            self._log_safe("%s answer not sent" % action, e)
         finally:
             if counted:
                 self._running.discard(asyncio.current_task())

@@ -133,7 +133,10 @@ def utf8_out(text):
     surrogate halves (CESU-8: what json.loads made of an escaped pair, kept in a
     record stored by an older version): pairs become proper 4-byte UTF-8; a lone
     half raises ValueError, since the peer would close (1007) on every attempt."""
-    data = text.encode()
+    try:
+        data = text.encode()
+    except UnicodeError:  # CPython: a str with surrogate code points; see them as CESU-8
+        data = text.encode("utf-8", "surrogatepass")
     if len(data) == len(text) or utf8_valid(data):
         return data
     from chargepilot import framefix
