@@ -416,3 +416,48 @@ async def test_ping_watchdog():
     e = await fails(ws.ConnectionClosed, w.recv())
     assert (e.code, e.reason) == (1006, "no answer to ping within 30 ms") and s.closed
     assert s.sent() == [(9, b"a"), (9, b"b")]
+
+
+class Feed:
+    def __init__(self):
+        self.data = b""
+
+    def feed(self, chunk):
+        self.data += bytes(chunk)
+
+
+@sync
+async def test_message_over_keep_max_is_skipped_and_the_connection_lives():
+    body = b'[2,"big-7","SetChargingProfile",' + b"x" * 2900 + b"]"
+    for data in (srv(1, body),  # one frame
+                 srv(1, body[:100], False) + srv(9, b"p") + srv(0, body[100:1500], False)
+                 + srv(0, body[1500:])):  # fragments (a ping between), over keep_max in the 2nd
+        s, w = _sock(data + srv(1, b"after"), cls=IntoStream, max_message=100000)
+        w.keep_max = 1000
+        w.scan = Feed
+        e = await fails(ws.MessageTooBig, w.recv())
+        assert e.size == len(body) and bytes(e.head) == body[:128] and not e.memory
+        assert e.scan.data == body  # the scanner saw every byte once, in order
+        assert await w.recv() == "after" and not w.closed
+
+
+class OomOnce(ws.WebSocket):
+    """Out of memory for the first buffer of 512 bytes or more."""
+
+    failed = False
+
+    async def _readexactly(self, n):
+        if n >= 512 and not self.failed:
+            self.failed = True
+            raise MemoryError
+        return await ws.WebSocket._readexactly(self, n)
+
+
+@sync
+async def test_out_of_memory_for_a_frame_skips_it_and_keeps_the_connection():
+    body = b'[2,"oom-1","GetVariables",{' + b" " * 900 + b"}]"
+    s = IntoStream(srv(1, body) + srv(1, b"next"))
+    w = OomOnce(s, s, "ocpp2.0.1", 100000, b"", 200, 100)
+    e = await fails(ws.MessageTooBig, w.recv())
+    assert e.memory and e.size == len(body) and bytes(e.head) == body[:128] and e.scan is None
+    assert await w.recv() == "next" and not w.closed and s.sent() == []
