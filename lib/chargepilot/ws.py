@@ -154,16 +154,23 @@ class WebSocket:
             n = F.ext_length(await self._readexactly(8))
         if op < F.OP_CLOSE:
             big = self._big
-            if op == F.OP_CONT:
-                if self._frag is None and big is None:
-                    raise FrameError(F.CLOSE_PROTOCOL, "continuation frame with no message started")
-            elif self._frag is not None or big is not None:
-                raise FrameError(F.CLOSE_PROTOCOL, "new data frame inside a fragmented message")
             so_far = len(self._frag) if self._frag is not None else 0
             if big is not None:
                 so_far = big[1]
             if n + so_far > self.max_message:
                 raise FrameError(F.CLOSE_TOO_BIG, "message over the %d-byte limit" % self.max_message)
+            bad = None
+            if op == F.OP_CONT:
+                if self._frag is None and big is None:
+                    bad = "continuation frame with no message started"
+            elif self._frag is not None or big is not None:
+                bad = "new data frame inside a fragmented message"
+            if bad is not None:  # the frame is read first: cut short, it is 1006
+                while n > 0:
+                    k = n if n < _SKIP_CHUNK else _SKIP_CHUNK
+                    await self._readexactly(k)
+                    n -= k
+                raise FrameError(F.CLOSE_PROTOCOL, bad)
             keep = self.keep_max
             if big is None and keep is not None and n + so_far > keep:
                 self._skip_start(self._frag, False, op)
