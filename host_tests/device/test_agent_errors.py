@@ -125,3 +125,74 @@ def test_boot_callerror_retry_keeps_its_interval():
 
 def test_boot_invalid_answer_retry_keeps_its_interval():
     asyncio.run(_boot_retry("invalid"))
+
+
+# ---------------------------------------------------------------- item 1: stored text
+
+
+async def _stored_text():
+    from chargepilot import wsframe as F
+
+    a = make_agent(True)
+    ob = a.outbox
+
+    def te(seq, token):
+        return {"eventType": "Updated", "timestamp": NOW, "triggerReason": "Authorized",
+                "seqNo": seq, "transactionInfo": {"transactionId": "tx-1"},
+                "idToken": {"idToken": token, "type": "Central"}}
+
+    # as a record stored by a version without unicode_text: the halves of U+1F600
+    # apart (on MicroPython that is CESU-8 in the str and in flash)
+    ob.put("TransactionEvent", te(0, "tag" + chr(0xD83D) + chr(0xDE00)))
+    ob.put("TransactionEvent", te(1, "tag" + chr(0xD83D)))  # a lone half: never sendable
+    ob.put("TransactionEvent", te(2, "plain"))
+    csms = Csms({})
+    got = []
+    station, end = pair()
+    send = station.send
+
+    async def send_checked(text):  # what ws.WebSocket.send puts on the wire
+        await send(F.utf8_out(text).decode())
+
+    station.send = send_checked
+    recv = end.recv
+
+    async def recv_seen(timeout_ms=None):
+        text = await recv(timeout_ms)
+        assert F.utf8_valid(text.encode()), text.encode()
+        msg = json.loads(text)
+        if msg[0] == 2 and msg[2] == "TransactionEvent":
+            got.append(msg[3]["idToken"]["idToken"].encode())
+        return text
+
+    end.recv = recv_seen
+    session = asyncio.create_task(a._session(station))
+    server = asyncio.create_task(csms.serve(end))
+    for _ in range(300):
+        if len(got) >= 2 and len(ob) == 0:
+            break
+        await asyncio.sleep_ms(10)
+    # the pair went out as 4-byte UTF-8, the lone half was set aside, the queue moved on
+    assert got == [b"tag\xf0\x9f\x98\x80", b"plain"], got
+    assert len(ob) == 0 and not session.done()
+    await end.close()
+    await asyncio.wait_for_ms(session, 5000)
+    server.cancel()
+
+
+def test_stored_text_is_sent_as_utf8_or_set_aside_never_wedged():
+    asyncio.run(_stored_text())
+
+
+def test_message_limits_are_advertised_in_the_device_model():
+    dm = variables.DeviceModel(None, fixed={"Identity": "CP1"})
+    a = agent.Agent({"url": "ws://127.0.0.1/ocpp", "bytes_per_message": 3000}, dm, clock.Clock())
+    assert a.bytes_per_message == 3000
+    for action in ("GetVariables", "SetVariables"):
+        assert dm.get("BytesPerMessage" + action) == 3000
+        assert dm.get("ItemsPerMessage" + action) == 5  # 3000 // 512
+    dm = variables.DeviceModel(None, fixed={"Identity": "CP1"})
+    a = agent.Agent({"url": "ws://127.0.0.1/ocpp"}, dm, clock.Clock())  # from the heap
+    assert 2048 <= a.bytes_per_message <= 65536
+    assert dm.get("BytesPerMessageGetVariables") == a.bytes_per_message
+    assert 4 <= dm.get("ItemsPerMessageGetVariables") <= 100
