@@ -187,13 +187,13 @@ class Agent:
         without being parsed (rpc.Rpc._too_big)."""
         if fixed is None:
             fixed = _MAX_BYTES
-            try:
+            import sys
+
+            if sys.implementation.name == "micropython":  # CPython's shim says 0
                 import gc
 
                 gc.collect()
                 fixed = gc.mem_free() // 10
-            except AttributeError:
-                pass
         n = max(_MIN_BYTES, min(_MAX_BYTES, fixed))
         items = max(4, min(100, n // 512))  # a result item is a few hundred bytes of JSON
         for action in ("GetVariables", "SetVariables"):
