@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 
 import fuzzgen
 import test_validate_vs_jsonschema as vj
-from chargepilot import errors, rpc, smart, validate, variables, ws
+from chargepilot import errors, framefix, rpc, smart, validate, variables, ws
 from chargepilot import log as cplog
 from chargepilot import wsframe as F
 from devtest import rmtree, tmpdir
@@ -260,7 +260,7 @@ async def _ws_case(data, split, into, keep_max=None):
     while True:
         try:
             got.append(await w.recv(2000))
-        except ws.MessageTooBig as e:
+        except framefix.MessageTooBig as e:
             got.append(("not kept", e.size, bytes(e.head)))
         except ws.ConnectionClosed as e:
             end = e

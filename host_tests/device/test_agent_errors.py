@@ -11,7 +11,7 @@ import json
 from devtest import tmpdir
 from fakews import pair
 
-from chargepilot import agent, clock, outbox, variables
+from chargepilot import agent, clock, framefix, outbox, variables
 
 NOW = "2026-03-01T12:00:00Z"
 
@@ -159,7 +159,7 @@ async def _stored_text():
 
     async def recv_seen(timeout_ms=None):
         text = await recv(timeout_ms)
-        assert F.utf8_valid(text.encode()), text.encode()
+        assert framefix.utf8_valid(text.encode()), text.encode()
         msg = json.loads(text)
         if msg[0] == 2 and msg[2] == "TransactionEvent":
             got.append(msg[3]["idToken"]["idToken"].encode())

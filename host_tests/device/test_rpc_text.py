@@ -143,7 +143,7 @@ def _oversize(action, scan):
 @sync
 async def test_message_too_big_is_answered_with_its_own_id():
     s, echo = setup(oversize=_oversize, max_bytes=4096)
-    big = F.MessageTooBig
+    big = framefix.MessageTooBig
     s.csms.peer._deliver(big(70000, b' [ 2 , "big-1" , "Echo", {"s": "' + b"x" * 90))
     check_error(json.loads(await s.csms.recv(1000)), "big-1", E.FORMAT_VIOLATION)
     s.csms.peer._deliver(big(5000, b'[2,"m-2","Echo",{"s":"\xf0\x9f', memory=True))

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from chargepilot import ws, wshs
+from chargepilot import framefix, ws, wshs
 from chargepilot import wsframe as F
 
 
@@ -153,11 +153,11 @@ UTF8_BAD = (
 
 def test_utf8_check_is_strict():
     for b in UTF8_GOOD:
-        assert F.utf8_valid(b), b
+        assert framefix.utf8_valid(b), b
         assert F.text(bytearray(b)) == b.decode()
     for b in UTF8_BAD:
-        assert not F.utf8_valid(b), b
-        assert not F.utf8_valid(b"ok " + b + b" ok"), b
+        assert not framefix.utf8_valid(b), b
+        assert not framefix.utf8_valid(b"ok " + b + b" ok"), b
         e = _raises(1007, F.text, bytearray(b"x" + b))
         assert "UTF-8" in str(e)
     _raises(1007, F.parse_close, b"\x03\xe8\xed\xa0\x80")
@@ -435,7 +435,7 @@ async def test_message_over_keep_max_is_skipped_and_the_connection_lives():
         s, w = _sock(data + srv(1, b"after"), cls=IntoStream, max_message=100000)
         w.keep_max = 1000
         w.scan = Feed
-        e = await fails(ws.MessageTooBig, w.recv())
+        e = await fails(framefix.MessageTooBig, w.recv())
         assert e.size == len(body) and bytes(e.head) == body[:128] and not e.memory
         assert e.scan.data == body  # the scanner saw every byte once, in order
         assert await w.recv() == "after" and not w.closed
@@ -458,6 +458,6 @@ async def test_out_of_memory_for_a_frame_skips_it_and_keeps_the_connection():
     body = b'[2,"oom-1","GetVariables",{' + b" " * 900 + b"}]"
     s = IntoStream(srv(1, body) + srv(1, b"next"))
     w = OomOnce(s, s, "ocpp2.0.1", 100000, b"", 200, 100)
-    e = await fails(ws.MessageTooBig, w.recv())
+    e = await fails(framefix.MessageTooBig, w.recv())
     assert e.memory and e.size == len(body) and bytes(e.head) == body[:128] and e.scan is None
     assert await w.recv() == "next" and not w.closed and s.sent() == []

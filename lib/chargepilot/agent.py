@@ -197,25 +197,14 @@ class Agent:
         n = max(_MIN_BYTES, min(_MAX_BYTES, fixed))
         items = max(4, min(100, n // 512))  # a result item is a few hundred bytes of JSON
         for action in ("GetVariables", "SetVariables"):
-            try:
-                self.dm.set_local("BytesPerMessage" + action, n, persist=False)
-                self.dm.set_local("ItemsPerMessage" + action, items, persist=False)
-            except (KeyError, ValueError) as e:
-                log.warn(_TAG, "%s limits not set: %s" % (action, e))
+            self.dm.set_local("BytesPerMessage" + action, n, False)
+            self.dm.set_local("ItemsPerMessage" + action, items, False)
         return n
 
     def _oversize(self, action, scan):
-        """The answer to a CALL too big to be read (rpc `oversize`): a SetChargingProfile
-        with more periods in a schedule than PeriodsPerSchedule is Rejected like a
-        read one (TooManyElements), however big; else None (a CALLERROR)."""
-        if action == "SetChargingProfile" and scan is not None:
-            limit = self.dm.get("PeriodsPerSchedule")
-            if scan.most > limit:
-                return {"status": "Rejected", "statusInfo": {
-                    "reasonCode": "TooManyElements",
-                    "additionalInfo": "%d periods in a schedule, at most %d are supported "
-                                      "(PeriodsPerSchedule)" % (scan.most, limit)}}
-        return None
+        from chargepilot import framefix
+
+        return framefix.too_many_periods(self.dm, action, scan)
 
     def _frame(self, direction, text):
         if direction == "out":

@@ -23,7 +23,6 @@ from micropython import const
 
 from chargepilot import errors
 from chargepilot import log as _log
-from chargepilot.wsframe import MessageTooBig
 from chargepilot.errors import OcppError
 
 CALL = const(2)
@@ -263,17 +262,9 @@ class Rpc:
             self._event.set()
 
     def _bad_answer(self, kind, mid, code, description):
-        """An answer that cannot be read: our waiting CALL ends now (the connection is
-        fine; waiting for the timeout would call it dead): a CALLRESULT with
-        BadResponse, a CALLERROR with CallError(GenericError). Others are dropped."""
-        if self._waiting is not None and mid == self._waiting and self._answer is None:
-            self.log.warn(_TAG, "answer for %s unreadable: %s" % (mid, description))
-            if kind == CALLRESULT:
-                self._finish(BadResponse(code, description))
-            else:
-                self._finish(CallError(errors.GENERIC_ERROR, description))
-        else:
-            self.log.warn(_TAG, "unreadable answer for %s dropped: %s" % (mid, description))
+        from chargepilot import framefix
+
+        framefix.bad_answer(self, kind, mid, code, description)
 
     def _on_answer(self, msg):
         kind = msg[0]
@@ -305,16 +296,18 @@ class Rpc:
             while True:
                 try:
                     text = await self.ws.recv()
-                except MessageTooBig as e:  # read off the wire, not kept: answer, go on
-                    text = None
+                except Exception as e:
+                    if not hasattr(e, "scan"):
+                        self._log_safe("connection ended", e)
+                        return
+                    # framefix.MessageTooBig: read off the wire, not kept: answer, go on
                     try:
-                        await self._too_big(e)
+                        from chargepilot import framefix
+
+                        await framefix.too_big(self, e)
                     except Exception as e2:
                         self._log_safe("frame not answered", e2)
                     continue
-                except Exception as e:
-                    self._log_safe("connection ended", e)
-                    return
                 try:
                     await dispatch(text)
                 except MemoryError as e:  # never let one frame end the reader
@@ -342,43 +335,6 @@ class Rpc:
         except Exception:
             pass
 
-    async def _too_big(self, e):
-        """A message the WebSocket did not keep (MessageTooBig): its id and action
-        come from its first bytes, never from parsing it."""
-        head = bytes(e.head)
-        for k in range(len(head)):  # ids and actions are ASCII: cut before anything else
-            if head[k] >= 0x80:
-                head = head[:k]
-                break
-        from chargepilot import framefix
-
-        got = framefix.head(head.decode())
-        mid = got[1] if got is not None else "-1"
-        if got is not None and got[0] != CALL:
-            self._bad_answer(got[0], mid, errors.FORMAT_VIOLATION,
-                             "answer of %d bytes not read" % e.size)
-            return
-        action = got[2] if got is not None else None
-        if e.memory:
-            code, desc = errors.INTERNAL_ERROR, "out of memory reading the %d-byte frame" % e.size
-        else:
-            code, desc = errors.FORMAT_VIOLATION, "%d bytes: more than BytesPerMessage %s" % (
-                e.size, self.max_bytes)
-        self.log.warn(_TAG, "%s %s not read: %s" % (action, mid, desc))
-        if action is not None and got is not None:
-            try:
-                if self.gate is not None:
-                    self.gate(action)
-                resp = None
-                if self.oversize is not None:
-                    resp = self.oversize(action, e.scan)
-            except OcppError as x:
-                code, desc, resp = x.code, x.description, None
-            if resp is not None:  # e.g. SetChargingProfile: Rejected TooManyElements
-                await self._send([CALLRESULT, mid, resp])
-                return
-        await self._error(mid, code, desc)
-
     async def _dispatch(self, text):
         self._frame("in", text)
         r = self._classify(text)
@@ -404,10 +360,10 @@ class Rpc:
             got = _salvage(text)
             if got is not None and got[0] == CALL:
                 return got[1], e.code, e.description
-            if got is not None:
-                self._bad_answer(got[0], got[1], e.code, e.description)
-                return None
-            return "-1", e.code, e.description
+            if got is None:
+                return "-1", e.code, e.description
+            self._bad_answer(got[0], got[1], e.code, e.description)
+            return None
         except MemoryError:
             got = _salvage(text)
             if got is not None and got[0] != CALL:
@@ -490,9 +446,7 @@ class Rpc:
                 await self._error(mid, errors.INTERNAL_ERROR, "%sResponse failed validation" % action)
                 return
             if after is not None and len(self._follow) >= MAX_FOLLOW_UPS:
-                self.log.warn(_TAG, "%s refused: %d follow-ups already waiting" % (action, len(self._follow)))
-                await self._error(mid, errors.GENERIC_ERROR, "busy: %d earlier reports still waiting to be "
-                                  "sent; try again later" % len(self._follow))
+                await self._error(mid, errors.GENERIC_ERROR, "busy: earlier reports still waiting; try later")
                 return
             await self._send([CALLRESULT, mid, resp])
             if after is not None:
@@ -541,10 +495,8 @@ class Rpc:
         self._frame("out", text)
         try:
             await self.ws.send(text)
-        except ValueError as e:  # a string that is not Unicode (wsframe.encode)
-            self.log.error(_TAG, "answer not sent: %s" % e)
-            await self.ws.send(json.dumps([CALLERROR, frame[1], errors.INTERNAL_ERROR,
-                                           "answer is not Unicode text", {}]))
+        except ValueError:  # a string that is not Unicode (wsframe.encode)
+            await self.ws.send(json.dumps([CALLERROR, frame[1], errors.INTERNAL_ERROR, "answer is not Unicode", {}]))
         except Exception as e:
             self.log.warn(_TAG, "send failed: %s" % e)
 

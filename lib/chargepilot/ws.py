@@ -18,13 +18,11 @@ from micropython import const
 
 from chargepilot import log, wshs
 from chargepilot import wsframe as F
-from chargepilot.wsframe import ConnectionClosed, FrameError, MessageTooBig, WebSocketError  # noqa: F401 (re-exported)
+from chargepilot.wsframe import ConnectionClosed, FrameError, WebSocketError  # noqa: F401 (re-exported)
 
 _TAG = "ws"
 _READINTO_MIN = const(512)  # payloads this big are read into one buffer
 _ABNORMAL = const(1006)
-_HEAD = const(128)  # first bytes kept of a message that is not (MessageTooBig.head)
-_SKIP_CHUNK = const(256)  # read size while skipping a message that is not kept
 
 
 class WebSocketTimeout(WebSocketError):
@@ -159,61 +157,21 @@ class WebSocket:
                 so_far = big[1]
             if n + so_far > self.max_message:
                 raise FrameError(F.CLOSE_TOO_BIG, "message over the %d-byte limit" % self.max_message)
-            bad = None
             if op == F.OP_CONT:
-                if self._frag is None and big is None:
-                    bad = "continuation frame with no message started"
-            elif self._frag is not None or big is not None:
-                bad = "new data frame inside a fragmented message"
-            if bad is not None:  # the frame is read first: cut short, it is 1006
-                while n > 0:
-                    k = n if n < _SKIP_CHUNK else _SKIP_CHUNK
-                    await self._readexactly(k)
-                    n -= k
-                raise FrameError(F.CLOSE_PROTOCOL, bad)
+                bad = self._frag is None and big is None
+            else:
+                bad = self._frag is not None or big is not None
             keep = self.keep_max
-            if big is None and keep is not None and n + so_far > keep:
-                self._skip_start(self._frag, False, op)
-            if self._big is None:
+            if not (bad or big is not None or keep is not None and n + so_far > keep):
                 try:
-                    payload = await self._readexactly(n)
-                    return fin, op, payload
+                    return fin, op, await self._readexactly(n)
                 except MemoryError:  # nothing of this frame was read yet
-                    self._skip_start(self._frag, True, op)
-            await self._skip(n)
-            return fin, op, None
+                    keep = -1
+            from chargepilot import framefix  # rare: a message not kept, a protocol error
+
+            return await framefix.skip_frame(self, fin, op, n, bad, keep == -1)
         payload = await self._readexactly(n)
         return fin, op, payload
-
-    def _skip_start(self, data, memory, op):
-        """From now on the message is skipped; `data`: what of it is already read."""
-        if self._frag is not None:
-            op = self._frag_op
-        self._frag = None
-        sc = self.scan() if self.scan is not None else None
-        head = b""
-        size = 0
-        if data:
-            head = bytes(data[:_HEAD])
-            size = len(data)
-            if sc is not None:
-                mv = memoryview(data)
-                for i in range(0, size, _SKIP_CHUNK):
-                    sc.feed(bytes(mv[i : i + _SKIP_CHUNK]))
-        self._big = [head, size, sc, memory, op]
-
-    async def _skip(self, n):
-        big = self._big
-        sc = big[2]
-        while n > 0:
-            k = n if n < _SKIP_CHUNK else _SKIP_CHUNK
-            chunk = await self._readexactly(k)
-            n -= k
-            big[1] += k
-            if len(big[0]) < _HEAD:
-                big[0] += chunk[: _HEAD - len(big[0])]
-            if sc is not None:
-                sc.feed(chunk)
 
     async def _read_frame(self, deadline):
         """One frame -> (fin, opcode, payload). `deadline` (ticks) bounds only the wait for its first byte."""
@@ -312,17 +270,16 @@ class WebSocket:
                 return None
             if op == F.OP_BINARY:
                 raise FrameError(1003, "binary message; OCPP-J is text only")
+            from chargepilot.framefix import MessageTooBig
+
             raise MessageTooBig(size, head, sc, memory)
         try:
             return self._kept(fin, op, payload)
         except MemoryError:  # joining or decoding: the message was read, skip it
-            data = payload
-            if self._frag is not None:
-                data = self._frag
-                if op != F.OP_CONT:
-                    op = self._frag_op
-            self._skip_start(data, True, op)
-            data = payload = None
+            from chargepilot import framefix
+
+            framefix.skip_start(self, self._frag if self._frag is not None else payload, True, op)
+            payload = None
             return self._data(fin, op, None)
 
     def _kept(self, fin, op, payload):

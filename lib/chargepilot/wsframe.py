@@ -55,23 +55,6 @@ class FrameError(WebSocketError):
         self.code = code
 
 
-class MessageTooBig(WebSocketError):
-    """A data message that was read off the wire but not kept: over the size the
-    reader keeps (`keep_max`) or no memory for it. The connection lives.
-
-    `size`: its bytes; `head`: its first bytes (bytes, for the message id);
-    `scan`: what the reader's scanner made of the whole message (or None);
-    `memory`: True when it was dropped for lack of memory, not for its size.
-    """
-
-    def __init__(self, size, head, scan=None, memory=False):
-        super().__init__("message of %d bytes not kept%s" % (size, " (out of memory)" if memory else ""))
-        self.size = size
-        self.head = head
-        self.scan = scan
-        self.memory = memory
-
-
 # ---------------------------------------------------------------- frames
 
 
@@ -137,10 +120,12 @@ def utf8_out(text):
         data = text.encode()
     except UnicodeError:  # CPython: a str with surrogate code points; see them as CESU-8
         data = text.encode("utf-8", "surrogatepass")
-    if len(data) == len(text) or utf8_valid(data):
+    if len(data) == len(text):
         return data
     from chargepilot import framefix
 
+    if framefix.utf8_valid(data):
+        return data
     fixed = framefix.cesu_repair(data)
     if fixed is None:
         raise ValueError("text is not Unicode (a lone UTF-16 surrogate); not sent")
@@ -210,46 +195,6 @@ def parse_close(payload):
     return code, text(payload[2:], "close reason")
 
 
-def utf8_valid(buf):
-    """True when `buf` (bytes-like) is strict UTF-8 (RFC 3629): no overlong forms,
-    no surrogates (ED A0..BF), nothing above U+10FFFF, no truncated sequence.
-
-    A byte loop on purpose: MicroPython's own decoder lets overlong forms and
-    surrogates through, so the check must not depend on the runtime.
-    """
-    need = 0  # continuation bytes still due
-    lo = 0x80  # allowed range of the next continuation byte
-    hi = 0xBF
-    for b in buf:
-        if need:
-            if b < lo or b > hi:
-                return False
-            lo = 0x80
-            hi = 0xBF
-            need -= 1
-        elif b < 0x80:
-            continue
-        elif b < 0xC2:  # a stray continuation byte, or overlong C0/C1
-            return False
-        elif b < 0xE0:
-            need = 1
-        elif b < 0xF0:
-            need = 2
-            if b == 0xE0:
-                lo = 0xA0  # E0 80..9F: overlong
-            elif b == 0xED:
-                hi = 0x9F  # ED A0..BF: UTF-16 surrogates
-        elif b < 0xF5:
-            need = 3
-            if b == 0xF0:
-                lo = 0x90  # F0 80..8F: overlong
-            elif b == 0xF4:
-                hi = 0x8F  # F4 90.. : above U+10FFFF
-        else:
-            return False
-    return need == 0
-
-
 def text(payload, what="text message"):
     """A received UTF-8 payload as str; FrameError(1007) unless it is strict UTF-8
     (RFC 6455 §8.1). Pure ASCII (as long as a str as in bytes) skips the byte loop."""
@@ -257,6 +202,9 @@ def text(payload, what="text message"):
         s = payload.decode()
     except UnicodeError:  # MicroPython's; CPython raises its subclass UnicodeDecodeError
         raise FrameError(CLOSE_BAD_DATA, what + " is not valid UTF-8")
-    if len(s) != len(payload) and not utf8_valid(payload):
-        raise FrameError(CLOSE_BAD_DATA, what + " is not valid UTF-8")
+    if len(s) != len(payload):  # not ASCII: MicroPython's decoder is lenient
+        from chargepilot.framefix import utf8_valid
+
+        if not utf8_valid(payload):
+            raise FrameError(CLOSE_BAD_DATA, what + " is not valid UTF-8")
     return s
