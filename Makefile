@@ -6,8 +6,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test venv bench clean
 
+# make run: the demo ends by itself (~50 s) and prints the timeline page's path;
+# options of tools/run_demo.py go in RUN_ARGS, e.g. make run RUN_ARGS="--step 3 --full"
 run: $(STAMP)
-	$(PY) tools/run_demo.py
+	$(PY) tools/run_demo.py $(RUN_ARGS)
 
 test: $(STAMP)
 	$(PY) tools/test_all.py

@@ -4,7 +4,9 @@ boot.py has already put every pilot at steady +12 V with the relays open, so
 whatever happens here the EVSE is safe. This file never lets an exception end
 the program: it logs it, waits, and resets the board.
 
-/config.json (one JSON object; unknown keys are ignored):
+/config.json: one JSON object. A key this file does not know is refused (a typo
+would silently drop a setting); keys starting with "_" are comments. Examples:
+boards/<board>/config.example.json (checked by host_tests/test_config_examples.py).
 
     {
       "wifi": {"ssid": "site-wlan", "password": "..."},      required
@@ -15,12 +17,22 @@ the program: it logs it, waits, and resets the board.
       "password": "at least 16 characters",                   Basic auth (profiles 1, 2)
       "ca_file": "/csms_ca.pem",                               CA for wss:// (required with wss)
       "cert_file": "/station.pem", "key_file": "/station.key", profile 3: certificate + unencrypted key
-      "board": "board",                                        board module (boards/<name>/board.py)
+      "board_module": "board",                                 the board's Python module (default
+                                                               "board"); its pins are in /board.json
       "evse": {"count": 1, "rating_amps": 32},                 informational; the board config rules
       "model": "chargepilot-esp32", "vendor": "chargepilot", "serial": "SN-1",
       "ntp_host": "pool.ntp.org",                              optional; time sync is non-fatal
-      "state_dir": "/state"                                    where the agent persists (flash)
+      "state_dir": "/state",                                   where the agent persists (flash)
+      "safe_mode_pin": 0                                       optional GPIO: held low at start-up,
+                                                               the agent does not start (safe mode)
     }
+
+A value still holding the placeholder CHANGE-ME is refused (tools/deploy flash
+refuses it too). Safe mode: with the file /SAFE_MODE present, or safe_mode_pin
+held low, main.py does not start the agent (nor the watchdog): the outputs stay
+in boot.py's safe state and the REPL is free, so mpremote can copy files
+without the 8 s watchdog resetting the board mid-copy. tools/deploy flash
+creates /SAFE_MODE, resets, copies, then removes it and resets again.
 
 A value the CSMS set through SetVariables (persisted in state_dir) wins over
 the installer's password in config.json.
@@ -33,6 +45,13 @@ import machine
 import network
 
 _CONFIG = "/config.json"
+SAFE_FLAG = "/SAFE_MODE"
+PLACEHOLDER = "CHANGE-ME"
+# Every key load_config knows (keys starting with "_" are comments).
+KEYS = ("wifi", "csms_url", "station_id", "security_profile", "password", "ca_file",
+        "cert_file", "key_file", "board_module", "evse", "model", "vendor", "serial",
+        "ntp_host", "state_dir", "safe_mode_pin")
+WIFI_KEYS = ("ssid", "password")
 _RESET_DELAY_S = 10
 _WIFI_TIMEOUT_MS = 20000
 _WIFI_CHECK_MS = 5000
@@ -48,8 +67,10 @@ def _log(msg):
     print("main: " + msg)
 
 
-def load_config(path=_CONFIG):
-    """The checked config dict; ConfigError with a clear message otherwise."""
+def load_config(path=_CONFIG, allow_placeholders=False):
+    """The checked config dict; ConfigError with a clear message otherwise (the
+    message names the file and the field). allow_placeholders: accept values
+    holding CHANGE-ME (checking an example config, not deploying it)."""
     try:
         with open(path) as f:
             cfg = json.loads(f.read())
@@ -59,6 +80,22 @@ def load_config(path=_CONFIG):
         raise ConfigError("%s is not valid JSON" % path)
     if type(cfg) is not dict:
         raise ConfigError("%s must hold one JSON object" % path)
+    if "board" in cfg:
+        raise ConfigError('config: "board" is now "board_module" (the board\'s Python module, '
+                          'e.g. "board"; its pins are in board.json)')
+    for key in cfg:
+        if key not in KEYS and not key.startswith("_"):
+            raise ConfigError("config: unknown key %r (known: %s; \"_...\" keys are comments)"
+                              % (key, ", ".join(KEYS)))
+    if type(cfg.get("wifi")) is dict:
+        for key in cfg["wifi"]:
+            if key not in WIFI_KEYS:
+                raise ConfigError("config: unknown key wifi.%s (known: ssid, password)" % key)
+    if not allow_placeholders:
+        left = placeholders(cfg)
+        if left:
+            raise ConfigError("config: %s still hold%s the placeholder %s" % (
+                ", ".join(left), "s" if len(left) == 1 else "", PLACEHOLDER))
     wifi = cfg.get("wifi")
     if type(wifi) is not dict or type(wifi.get("ssid")) is not str or not wifi["ssid"]:
         raise ConfigError("config: wifi.ssid (string) is required")
@@ -83,12 +120,51 @@ def load_config(path=_CONFIG):
     if prof in (1, 2) and (type(pw) is not str or len(pw) < 16):
         raise ConfigError("config: security profile %d needs a password of >= 16 characters"
                           % prof)
-    for key in ("board", "model", "vendor", "serial", "ntp_host", "state_dir", "cert_file",
-                "key_file"):
+    for key in ("board_module", "model", "vendor", "serial", "ntp_host", "state_dir",
+                "cert_file", "key_file"):
         if key in cfg and type(cfg[key]) is not str:
             raise ConfigError("config: %s must be a string" % key)
+    pin = cfg.get("safe_mode_pin")
+    if pin is not None and (type(pin) is not int or not 0 <= pin <= 39):
+        raise ConfigError("config: safe_mode_pin must be a GPIO number 0..39")
     cfg["security_profile"] = prof
     return cfg
+
+
+def placeholders(cfg, prefix=""):
+    """Dotted names of the string values that still hold CHANGE-ME."""
+    out = []
+    for key in cfg:
+        v = cfg[key]
+        if key.startswith("_"):  # a comment
+            continue
+        if type(v) is dict:
+            out += placeholders(v, prefix + key + ".")
+        elif type(v) is str and PLACEHOLDER in v:
+            out.append(prefix + key)
+    return sorted(out)
+
+
+def safe_mode(path=_CONFIG, flag=SAFE_FLAG):
+    """Why the agent must not start (None: start it): the flag file, or the
+    config's safe_mode_pin held low. Never raises: a broken config is main()'s
+    to report."""
+    try:
+        import os
+
+        os.stat(flag)
+        return "%s present" % flag
+    except OSError:
+        pass
+    try:
+        with open(path) as f:
+            pin = json.loads(f.read()).get("safe_mode_pin")
+        if type(pin) is int:
+            if machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP).value() == 0:
+                return "GPIO %d held low" % pin
+    except Exception:
+        pass
+    return None
 
 
 async def wifi_connect(wlan, cfg, timeout_ms=_WIFI_TIMEOUT_MS):
@@ -212,7 +288,7 @@ def main():
     gc.collect()
     gc.threshold(_GC_THRESHOLD)  # fragmentation, not live data, runs out first
     # No board, no charging: boot.py's safe state stays and the board resets to retry.
-    board = __import__(cfg.get("board", "board")).load()
+    board = __import__(cfg.get("board_module", "board")).load()
     clk = clock.Clock()
     station = build_station(cfg, clk, board)
     wlan = network.WLAN(network.STA_IF)
@@ -220,6 +296,11 @@ def main():
 
 
 def _safe_main():
+    why = safe_mode()
+    if why:
+        _log("safe mode (%s): the agent is not started, outputs stay safe; remove %s "
+             "(or release the pin) and reset to run" % (why, SAFE_FLAG))
+        return
     while True:
         try:
             main()

@@ -215,6 +215,104 @@ async def _shutdown(st):
             log.warn(_TAG, "close after interrupt: %s" % e)
 
 
+_ERRNO = {2: "no such file or directory", 13: "permission denied", 17: "file exists",
+          20: "a path component is not a directory", 21: "is a directory",
+          28: "no space left on the device", 30: "read-only file system"}
+
+
+def _os_error(e):
+    code = e.args[0] if e.args and type(e.args[0]) is int else None
+    text = _ERRNO.get(code)
+    if text is None:
+        return str(e)
+    where = getattr(e, "filename", None)
+    return "%s (errno %d)%s" % (text, code, ": %s" % where if where else "")
+
+
+def _wall_ms():
+    """Host wall clock in ms since 1970 (the frame log's time base; a host has one)."""
+    return time.time_ns() // 1000000
+
+
+def _redact(v):
+    if type(v) is dict:
+        var = v.get("variable")
+        if type(var) is dict and "Password" in str(var.get("name", "")) and "attributeValue" in v:
+            v["attributeValue"] = "<redacted>"
+        for k in v:
+            _redact(v[k])
+    elif type(v) is list:
+        for x in v:
+            _redact(x)
+
+
+def _redacted(text):
+    """A frame with every value of a *Password variable replaced (frame log, debug log)."""
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        return "<unparsable frame naming a password: redacted>"
+    _redact(msg)
+    return json.dumps(msg)
+
+
+def _event_log(st, path):
+    """--frame-log FILE: one JSON line per OCPP frame and per change of the limit
+    the control loop applies, each with the host's wall time in ms:
+    {"ms", "dir": "in"|"out", "frame": "<text>"} and
+    {"ms", "evse", "limit": A, "amps": A offered, "state", "relay"}.
+    tools/timeline draws it next to the --pilot-log. Debug level also logs each frame."""
+    f = open(path, "a") if path else None
+    prev_frame = st.agent.on_frame
+    prev_output = st.ctl.on_output
+
+    def on_frame(direction, text):
+        if prev_frame is not None:
+            prev_frame(direction, text)
+        if "Password" in text:  # GetVariables/SetVariables of BasicAuthPassword: never logged
+            text = _redacted(text)
+        if log.level <= log.DEBUG:
+            log.debug("frame", "%s %s" % ("CS>>CSMS" if direction == "out" else "CSMS>>CS", text))
+        if f is not None:
+            f.write('{"ms": %d, "dir": "%s", "frame": %s}\n'
+                    % (_wall_ms(), "in" if direction == "in" else "out", json.dumps(text)))
+            f.flush()
+
+    def on_output(k, state, lim, adv, relay, avail):
+        if f is not None:
+            f.write('{"ms": %d, "evse": %d, "limit": %d.%d, "amps": %d.%d, "state": "%s", '
+                    '"relay": %s}\n' % (_wall_ms(), k, lim // 10, lim % 10, adv // 10, adv % 10,
+                                       state, "true" if relay else "false"))
+            f.flush()
+        log.debug("control", "EVSE %d: limit %d.%d A, offered %d.%d A, pilot %s, relay %s%s" % (
+            k, lim // 10, lim % 10, adv // 10, adv % 10, state, "closed" if relay else "open",
+            "" if avail else ", unavailable"))
+        if prev_output is not None:
+            prev_output(k, state, lim, adv, relay, avail)
+
+    st.agent.on_frame = on_frame
+    st.ctl.on_output = on_output
+
+
+def _log_time(kind):
+    """Prefix every log line with the host's UTC time ("wall", HH:MM:SS.mmm), the
+    seconds since start ("uptime") or nothing ("none": tools/run_demo stamps them)."""
+    if kind == "none":
+        return
+    t0 = time.ticks_ms()
+
+    def wall():
+        ms = _wall_ms()
+        s = ms // 1000
+        return "%02d:%02d:%02d.%03d" % (s // 3600 % 24, s // 60 % 60, s % 60, ms % 1000)
+
+    def uptime():
+        d = time.ticks_diff(time.ticks_ms(), t0)
+        return "%4d.%03ds" % (d // 1000, d % 1000)
+
+    log.stamp = uptime if kind == "uptime" else wall
+
+
 def main():
     try:
         cfg = json.loads(os.getenv("CHARGEPILOT_AGENT") or "")
@@ -223,13 +321,18 @@ def main():
         return 2
     if cfg.get("log_level") == "debug":
         log.level = log.DEBUG
+    _log_time(cfg.get("log_time") or "wall")
     try:
         st = build(cfg)
     except KeyboardInterrupt:
         return 0
+    except OSError as e:  # MicroPython's str(OSError) is only the errno: say what and where
+        log.error(_TAG, "cannot start: state dir %s: %s" % (cfg.get("state"), _os_error(e)))
+        return 2
     except Exception as e:
         log.error(_TAG, "cannot start: %s" % e)
         return 2
+    _event_log(st, cfg.get("frame_log"))
     log.info(_TAG, "chargepilot %s on %s; state %s; CSMS %s" % (
         VERSION, sys.implementation.name, cfg["state"], st.agent.url))
     if sys.implementation.name == "micropython":

@@ -119,7 +119,10 @@ def summarize(payload, limit=160):
 
 
 def _short_item(item):
-    """GetVariables-style items read best as Component.Variable=value status."""
+    """GetVariables-style items read best as Component.Variable=value status; schedule
+    periods as "START s: LIMIT" (so every period of a composite schedule fits a line)."""
+    if "startPeriod" in item and "limit" in item:
+        return "%s s: %s" % (item["startPeriod"], item["limit"])
     comp = item.get("component", {})
     var = item.get("variable", {})
     if isinstance(comp, dict) and isinstance(var, dict) and comp and var:
@@ -254,6 +257,7 @@ class Csms:
         self._changed = asyncio.Event()
         self._open_calls = {}  # message id -> action (both directions)
         self.muted = set()  # station ids whose frames are recorded but not answered
+        self.full = False  # print whole frames instead of one-line summaries
         self._frozen = []  # connections whose reading was paused (freeze())
 
     # ------------------------------------------------------------ server
@@ -421,6 +425,12 @@ class Csms:
             return
         arrow = "CS>>CSMS" if f.direction == "in" else "CSMS>>CS"
         kind = f.kind
+        if self.full:
+            what = f.action or "?"
+            if kind in ("RESULT", "ERROR"):
+                what += "." + kind.lower()
+            self._line("%s %-8s %s %-28s %s" % (self._stamp(), f.station, arrow, what, f.text))
+            return
         if kind == "CALL":
             what = f.action
             body = summarize(f.msg[3])

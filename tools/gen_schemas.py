@@ -47,6 +47,11 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import venvcheck  # noqa: E402
+
+venvcheck.ensure("ocpp")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "lib", "chargepilot", "schemas")
 
@@ -453,7 +458,9 @@ def write(files, out_dir):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="gen_schemas.py", description=__doc__.splitlines()[0], formatter_class=venvcheck.HelpFormatter,
+        epilog="example: tools/gen_schemas.py --check")
     ap.add_argument("--check", action="store_true", help="fail if the checked-in table is stale")
     ap.add_argument("--out", default=DEFAULT_OUT, help="table directory (default: %(default)s)")
     ap.add_argument("--schemas", help="2.0.1 JSON schema directory (default: the ocpp package's)")

@@ -336,9 +336,14 @@ class Controller:
                 text = "pilot state F: CP at -12 V (EV or EVSE fault); relay open"
         if text == self._fault[k]:
             return
+        was = self._fault[k]
         self._fault[k] = text
-        if text is None:
+        if text is None and was is CLOCK_UNSET:
+            log.info(_TAG, "EVSE %d: the time is known; the limit in force applies" % k)
+        elif text is None:
             log.info(_TAG, "EVSE %d: fault cleared" % k)
+        elif text is CLOCK_UNSET:  # every start until NTP/BootNotification: normal, not an error
+            log.info(_TAG, "EVSE %d: %s" % (k, text))
         else:
             log.error(_TAG, "EVSE %d: %s" % (k, text))
         cb = self.on_fault

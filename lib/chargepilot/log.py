@@ -17,6 +17,9 @@ level = INFO
 _out = getattr(sys, "stderr", None) or sys.stdout
 # Optional hook that gets every emitted line (tests, a ring buffer on the board).
 sink = None
+# Optional time prefix: a function returning e.g. "07:21:59.123" (tools/agent sets
+# one from the host's clock; a board without a set clock has none). Not given to sink.
+stamp = None
 _NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARN: "WARN", ERROR: "ERROR"}
 
 
@@ -27,7 +30,10 @@ def _emit(lvl, tag, msg):
     if sink is not None:
         sink(line)
     try:
-        _out.write(line + "\n")
+        if stamp is not None:
+            _out.write(stamp() + " " + line + "\n")
+        else:
+            _out.write(line + "\n")
     except Exception:  # a closed stderr must never take the agent down
         pass
 
