@@ -181,8 +181,8 @@ class Agent:
         """DeviceDataCtrlr.BytesPerMessage (and ItemsPerMessage) from the heap: a
         CALL is kept and parsed only when it is at most this big. Decoding a
         JSON text of n bytes takes several times n (the frame, its str, one
-        object per value), so a tenth of the free heap, 2 KB..64 KB (the frame
-        limit); CPython (no gc.mem_free) gets 64 KB. `fixed` (cfg
+        object per value: ~8x for dense charging periods), so a sixteenth of the
+        free heap, 2 KB..64 KB; CPython (no gc.mem_free) gets 64 KB. `fixed` (cfg
         bytes_per_message) replaces the estimate. Bigger CALLs are answered
         without being parsed (rpc.Rpc._too_big)."""
         if fixed is None:
@@ -193,7 +193,7 @@ class Agent:
                 import gc
 
                 gc.collect()
-                fixed = gc.mem_free() // 10
+                fixed = gc.mem_free() // 16
         n = max(_MIN_BYTES, min(_MAX_BYTES, fixed))
         items = max(4, min(100, n // 512))  # a result item is a few hundred bytes of JSON
         for action in ("GetVariables", "SetVariables"):
