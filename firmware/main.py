@@ -293,6 +293,10 @@ def main():
     station = build_station(cfg, clk, board)
     wlan = network.WLAN(network.STA_IF)
     asyncio.run(_run(station, wlan, cfg, clk))
+    if station.reset_requested:  # Reset (lib/chargepilot/reset.py): reboot now
+        _log("reset requested by the CSMS")
+        board.safe()
+        machine.reset()
 
 
 def _safe_main():

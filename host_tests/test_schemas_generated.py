@@ -69,7 +69,7 @@ def test_package_lists_exactly_the_generator_messages():
     from chargepilot import schemas
 
     assert schemas.ACTIONS == gen.MESSAGES
-    assert len(gen.MESSAGES) == 23 and len(set(gen.MESSAGES)) == 23
+    assert len(gen.MESSAGES) == 24 and len(set(gen.MESSAGES)) == 24  # + MeterValues (J01)
 
 
 # --- lossless: decode the text tables and compare with the compiled schemas ---------------

@@ -92,7 +92,8 @@ def _board(cfg, clk):
     """The simulated host board: EVSEs, rating, pilot log, an EV plugged in."""
     import board
 
-    kw = {"now_fn": clk.now, "evse_count": cfg.get("evses") or 1}
+    kw = {"now_fn": clk.now, "evse_count": cfg.get("evses") or 1,
+          "meter_path": cfg["state"] + "/meter.json"}  # the simulated meter's register
     if cfg.get("rating"):
         kw["rating_tenths"] = cfg["rating"]
     if cfg.get("pilot_log"):
@@ -351,6 +352,11 @@ def main():
             asyncio.run(_shutdown(st))
         except BaseException as e:
             log.warn(_TAG, "shutdown: %s" % e)
+    if st.reset_requested:  # Reset (reset.py): the launcher starts the station again
+        from chargepilot import reset
+
+        log.info(_TAG, "exit for a reset")
+        return reset.EXIT_RESET
     log.info(_TAG, "exit")
     return 0
 

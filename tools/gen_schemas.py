@@ -80,6 +80,7 @@ MESSAGES = (
     "GetBaseReport",
     "NotifyReport",
     "SetNetworkProfile",
+    "MeterValues",
 )
 KINDS = ("Request", "Response")
 

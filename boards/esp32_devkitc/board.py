@@ -325,6 +325,14 @@ class Board:
             self.set_relay(evse_id, True)
         return adv, state, relay
 
+    def meter_wh(self, evse_id):
+        """This board has no energy meter: None (meter.py then reports only what the
+        pilot offers)."""
+        return None
+
+    def meter_amps_tenths(self, evse_id):
+        return None
+
     def safe(self):
         """Every relay open, every pilot steady +12 V (not ready, still lets us
         see a plug). Never raises."""

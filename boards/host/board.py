@@ -27,6 +27,10 @@ from chargepilot import pilot
 
 _MAX_EVENTS = 1000
 _PLATEAU = {"A": 12000, "B": 9000, "C": 6000, "D": 3000}
+# simulated meter: 3 phases at 230 V; energy counted in 0.1 W x ms (1 Wh = 36e6)
+_METER_V = 230
+_METER_PHASES = 3
+_UNITS_PER_WH = 36000000
 
 
 def _rfc3339(t):
@@ -126,7 +130,7 @@ class Board:
     def __init__(self, evse_count=1, rating_tenths=320, evses=None, now_fn=None, log_path=None,
                  ticks_ms=None, noise_mv=0, spikes=0, seed=1, samples=100, trim=2,
                  stop_grace_ms=6000, min_increase_ms=0, debounce_ms=250, fast_ms=25,
-                 max_events=_MAX_EVENTS):
+                 max_events=_MAX_EVENTS, meter_path=None):
         if evses is None:
             if type(evse_count) is not int or not 1 <= evse_count <= 16:
                 raise ValueError("host board: evse_count must be 1..16")
@@ -135,6 +139,8 @@ class Board:
                        for i, s in enumerate(evses)]
         self.evse_count = len(self._evses)
         self._now_fn = now_fn
+        self._meter = None  # the simulated meter's state (_meter_state), kept in meter_path
+        self._meter_path = meter_path
         self._ticks = ticks_ms or time.ticks_ms
         self.noise_mv = noise_mv
         self.spikes = spikes
@@ -274,6 +280,7 @@ class Board:
         """Apply a current limit; returns (advertised_tenths, state, relay_closed)."""
         e = self._evse(evse_id)
         pilot.check_limit(limit_tenths)
+        self._integrate(evse_id)  # energy drawn under the previous output
         now = self._ticks()
         rating = self.rating_tenths(evse_id)
         if e.mode != "pilot":
@@ -296,6 +303,73 @@ class Board:
         if relay:
             self.set_relay(evse_id, True)
         return adv, state, relay
+
+    # -- meter (docs/ARCHITECTURE.md "Board interface") ------------------
+    def _meter_state(self):
+        """[registers Wh, energy not yet a whole Wh, ticks of the last integration,
+        registers as stored] per EVSE (index 0 unused); read from meter_path once
+        (a board's meter keeps its own register through power cuts)."""
+        m = self._meter
+        if m is not None:
+            return m
+        n = self.evse_count + 1
+        m = self._meter = [[0] * n, [0] * n, [None] * n, None]
+        if self._meter_path:
+            import json
+
+            from chargepilot import atomic
+
+            text = atomic.read_text(self._meter_path)
+            if text:
+                try:
+                    d = json.loads(text)
+                    for k in d:
+                        i = int(k)
+                        if 1 <= i < n and type(d[k]) is int and d[k] >= 0:
+                            m[0][i] = d[k]
+                except (ValueError, TypeError):
+                    pass  # a damaged register starts at 0 (a new meter)
+            m[3] = list(m[0])
+        return m
+
+    def _integrate(self, evse_id):
+        m = self._meter_state()
+        now = self._ticks()
+        last = m[2][evse_id]
+        m[2][evse_id] = now
+        if last is None:
+            return
+        dt = time.ticks_diff(now, last)
+        if dt <= 0:
+            return
+        acc = m[1][evse_id] + self.ev_draw_tenths(evse_id) * _METER_V * _METER_PHASES * dt
+        wh = acc // _UNITS_PER_WH
+        m[1][evse_id] = acc - wh * _UNITS_PER_WH
+        m[0][evse_id] += wh
+
+    def meter_wh(self, evse_id):
+        """Energy register of the EVSE in Wh (never decreases; stored before it is
+        returned, so a power cut never shows a lower value afterwards)."""
+        self._evse(evse_id)
+        self._integrate(evse_id)
+        m = self._meter
+        wh = m[0][evse_id]
+        if m[3] is not None and m[3][evse_id] != wh:
+            import json
+
+            from chargepilot import atomic
+
+            d = {}
+            for i in range(1, self.evse_count + 1):
+                d[str(i)] = m[0][i]
+            atomic.write_atomic(self._meter_path, json.dumps(d))
+            m[3] = list(m[0])
+        return wh
+
+    def meter_amps_tenths(self, evse_id):
+        """Current drawn per phase (L1, L2, L3), tenths of A."""
+        d = self.ev_draw_tenths(evse_id)
+        return (d, d, d)
 
     def ev_draw_tenths(self, evse_id):
         """What the simulated load draws now (tenths of A)."""

@@ -83,7 +83,7 @@ class _Net:
 # Station CALLs the fake CSMS answers with an empty (valid) payload.
 _EMPTY = ("StatusNotification", "TransactionEvent", "NotifyEvent", "NotifyChargingLimit",
           "ClearedChargingLimit", "ReportChargingProfiles", "NotifyReport",
-          "SecurityEventNotification")
+          "SecurityEventNotification", "MeterValues")
 
 
 class FakeCsms:

@@ -70,8 +70,10 @@ def test_external_constraints_not_from_csms():
              "InvalidValue", "K01.FR.22")
     ext = P(evse=0, source="EMS", id=-5, chargingProfilePurpose="ChargingStationExternalConstraints")
     accepted(cfg(), s, ext)
-    # the CSMS cannot replace it through its id either
-    rejected(cfg(), s, P(evse=0, id=-5, stackLevel=3), "InvalidValue", "external constraint")
+    # the CSMS's id -5 is another id space: accepted as a new profile, never a replacement
+    csms = P(evse=0, id=-5, stackLevel=3)
+    accepted(cfg(), s, csms)
+    assert s.get(-5) is csms and s.get_local(-5) is ext
 
 
 def test_station_max_only_on_evse_0_and_not_relative():

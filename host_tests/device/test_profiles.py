@@ -76,14 +76,14 @@ def test_clear_by_id():
     s = sample()
     assert ids(s.clear(profile_id=3)) == [3] and 3 not in s
     assert s.clear(profile_id=3) == []                               # K10.FR.01 Unknown
-    assert s.clear(profile_id=-6) == [] and -6 in s                  # K10.FR.09
+    assert s.clear(profile_id=-6) == [] and s.get_local(-6) is not None  # K10.FR.09
     # id wins over criteria
     assert ids(s.clear(profile_id=4, evse_id=2)) == [4]
 
 
 def test_clear_by_criteria_never_external():
     s = sample()
-    assert ids(s.clear(evse_id=1)) == [3, 4] and -7 in s             # K10.FR.04/08
+    assert ids(s.clear(evse_id=1)) == [3, 4] and s.get_local(-7) is not None  # K10.FR.04/08
     assert ids(s.clear(purpose=profile.TX, stack_level=3)) == [5]
     assert s.clear(purpose=profile.EXTERNAL) == []                   # K10.FR.08
     assert ids(s.clear(evse_id=0, stack_level=1)) == [2]
@@ -92,7 +92,8 @@ def test_clear_by_criteria_never_external():
 def test_clear_everything_but_external():
     s = sample()
     assert ids(s.clear()) == [1, 2, 3, 4, 5]
-    assert s.ids() == [-7, -6]
+    assert s.ids() == [] and len(s) == 2
+    assert s.get_local(-7) is not None and s.get_local(-6) is not None
     assert s.clear() == []
 
 
@@ -104,3 +105,35 @@ def test_end_transaction_drops_its_tx_profiles():
     assert ids(s.end_transaction(1)) == [8]
     assert ids(s.end_transaction(2, "t2")) == [5]
     assert s.end_transaction(2) == []
+
+
+def test_csms_and_local_ids_are_separate_spaces():
+    # issue 10: a CSMS profile with the id a local limit happens to use
+    s = ProfileSet(5)
+    local = P(-6, 0, "ChargingStationExternalConstraints", source="EMS")
+    csms = P(-6, 0, "ChargingStationMaxProfile")
+    assert s.add(local) is None
+    assert s.add(csms) is None                     # nothing replaced
+    assert len(s) == 2 and s.get(-6) is csms and s.get_local(-6) is local
+    assert s.same(csms) is csms and s.same(local) is local
+    # a new local limit replaces only the local one, never the CSMS profile
+    local2 = P(-6, 0, "ChargingStationExternalConstraints", stack=1, source="EMS")
+    assert s.add(local2) is local and s.get(-6) is csms and len(s) == 2
+    # the CSMS can neither clear nor select the local one by id
+    assert s.clear(profile_id=-6) == [csms] and s.get_local(-6) is local2
+    s.add(csms)
+    assert ids(s.select(ids=[-6])) == [-6] and s.select(ids=[-6])[0] is csms
+    assert s.remove(-6) is csms and s.get_local(-6) is local2
+    assert s.remove_local(-6) is local2 and len(s) == 0 and s.ordered() == []
+
+
+def test_ordered_by_stack_then_id():
+    s = ProfileSet(10)
+    for pid, stack in ((5, 1), (2, 1), (9, 3), (-4, 0), (7, 3)):
+        s.add(P(pid, 1, stack=stack))
+    assert [(p.stack, p.id) for p in s.ordered()] == [(3, 7), (3, 9), (1, 2), (1, 5), (0, -4)]
+    s.add(P(9, 1, stack=0))      # replaced: moves
+    assert [(p.stack, p.id) for p in s.ordered()] == [(3, 7), (1, 2), (1, 5), (0, -4), (0, 9)]
+    s.remove(2)
+    s.clear(profile_id=7)
+    assert [p.id for p in s] == [5, -4, 9]

@@ -247,10 +247,11 @@ def test_clear_by_id_criteria_and_unknown():
     r = run(sc.on_clear_charging_profile({"chargingProfileCriteria": {
         "evseId": 1, "chargingProfilePurpose": "TxDefaultProfile"}}))
     assert r == {"status": "Accepted"}
-    assert sc.profiles.ids() == [ext, 4]
+    assert sc.profiles.ids() == [4] and sc.profiles.get_local(ext) is not None
     assert run(sc.on_clear_charging_profile({"chargingProfileCriteria": {"stackLevel": 3}})) == \
         {"status": "Unknown"}
-    assert reload(sc).profiles.ids() == [ext, 4]
+    re = reload(sc)
+    assert re.profiles.ids() == [4] and re.profiles.get_local(ext) is not None
 
 
 def test_tx_profiles_go_when_the_transaction_ends_and_after_reboot():
@@ -311,7 +312,8 @@ def test_external_limit_caps_notifies_and_persists():
     assert not sc.pending
     assert sc.composite(1, 60, "A")[0]["schedule"]["chargingSchedulePeriod"][0]["limit"] == 8.4
     # Survives a reboot.
-    assert reload(sc).profiles.ids() == [pid]
+    re = reload(sc)
+    assert re.profiles.ids() == [] and re.profiles.get_local(pid) is not None
     assert sc.clear_external_limit(1, "EMS") is True
     assert sc.pending[(1, "EMS")] == ("ClearedChargingLimit",
                                      {"chargingLimitSource": "EMS", "evseId": 1})

@@ -20,7 +20,8 @@ def test_roundtrip_negative_ids_and_names():
         for r in given:
             assert s.put(r) is True
         names = sorted(os.listdir(d + "/profiles"))
-        assert names == ["p-3.json", "p1000000.json", "p5.json"], names
+        # station-local limits (source EMS/SO/Other) have their own names: x<id>.json
+        assert names == ["p5.json", "x-3.json", "x1000000.json"], names
         s2 = store.ProfileStore(d + "/profiles", 10)
         records, problems = s2.load()
         assert problems == []
@@ -28,9 +29,9 @@ def test_roundtrip_negative_ids_and_names():
         got = by_id(records)
         for r in given:
             assert got[r["chargingProfile"]["id"]] == r
-        assert s2.get(-3) == given[1]
+        assert s2.get(-3, True) == given[1] and s2.get(-3) is None
         assert s2.get(77) is None
-        assert s2.ids() == [-3, 5, 1000000] and len(s2) == 3
+        assert s2.ids() == [5] and s2.ids(True) == [-3, 1000000] and len(s2) == 3
         # The file is the documented format: a JSON record line + integrity line.
         data = read(d + "/profiles/p5.json")
         line1, line2, rest = data.split(b"\n")
@@ -82,8 +83,9 @@ def test_replace_rewrites_only_that_file():
         assert s.get(2) == rec(2, limit=99)
         # a change of evseId or source alone is a change too
         assert s.put(rec(2, evse=3, limit=99)) is True
+        # the same id from another source is another profile (its own id space)
         assert s.put(rec(2, evse=3, source="Other", limit=99)) is True
-        assert s.get(2)["source"] == "Other"
+        assert s.get(2, True)["source"] == "Other" and s.get(2)["source"] == "CSO"
     finally:
         rmtree(d)
 
@@ -94,11 +96,12 @@ def test_remove_deletes_the_file():
         s.put(rec(1))
         s.put(rec(-1, source="EMS"))
         c0 = dict(s.counters)
-        assert s.remove(-1) is True
+        assert s.remove(-1) is False          # no CSMS profile -1
+        assert s.remove(-1, True) is True
         assert s.counters["removes"] == c0["removes"] + 1
         assert s.counters["files"] == c0["files"]
         assert os.listdir(d + "/profiles") == ["p1.json"]
-        assert s.remove(-1) is False
+        assert s.remove(-1, True) is False
         assert s.remove(42) is False
         assert s.counters["removes"] == c0["removes"] + 1
         records, problems = store.ProfileStore(d + "/profiles", 10).load()
@@ -167,5 +170,61 @@ def test_bad_records_rejected_with_clear_errors():
             assert words in str(e), (words, str(e))
         assert os.listdir(d + "/profiles") == []
         raises(store.StoreError, store.ProfileStore(d, 3).put, rec(1))  # load() first
+    finally:
+        rmtree(d)
+
+
+def test_csms_and_local_ids_never_share_a_file():
+    # issue 10: a CSMS profile -6 and the local limit -6 are two files, also after a reboot
+    d, s = fresh()
+    try:
+        local = rec(-6, evse=0, source="EMS", purpose="ChargingStationExternalConstraints")
+        csms = rec(-6, evse=0, purpose="ChargingStationMaxProfile", limit=6)
+        assert s.put(local) is True and s.put(csms) is True
+        assert sorted(os.listdir(d + "/profiles")) == ["p-6.json", "x-6.json"]
+        s2 = store.ProfileStore(d + "/profiles", 10)
+        records, problems = s2.load()
+        assert problems == [] and len(records) == 2
+        assert s2.get(-6) == csms and s2.get(-6, True) == local
+        assert s2.remove(-6) is True and s2.get(-6, True) == local
+    finally:
+        rmtree(d)
+
+
+def test_local_limit_in_a_csms_file_name_is_moved_at_load():
+    # flash written before issue 10: the local limit lived in p-6.json
+    d, s = fresh()
+    try:
+        local = rec(-6, evse=0, source="EMS", purpose="ChargingStationExternalConstraints")
+        s.put(local)
+        os.rename(d + "/profiles/x-6.json", d + "/profiles/p-6.json")
+        s2 = store.ProfileStore(d + "/profiles", 10)
+        records, problems = s2.load()
+        assert records == [local] and problems == []
+        assert sorted(os.listdir(d + "/profiles")) == ["x-6.json"]
+        assert s2.ids() == [] and s2.ids(True) == [-6]
+        # now a CSMS profile -6 gets its own file and the local limit survives
+        csms = rec(-6, evse=0, purpose="ChargingStationMaxProfile")
+        assert s2.put(csms) is True
+        records, problems = store.ProfileStore(d + "/profiles", 10).load()
+        assert len(records) == 2 and problems == []
+        # a move cut short (both files there) loads the limit once
+        s3 = store.ProfileStore(d + "/profiles", 10)
+        s3.load()
+        s3.remove(-6)
+        data = read(d + "/profiles/x-6.json")
+        with open(d + "/profiles/p-6.json", "wb") as f:
+            f.write(data)
+        records, problems = store.ProfileStore(d + "/profiles", 10).load()
+        assert records == [local] and problems == []
+        assert sorted(os.listdir(d + "/profiles")) == ["x-6.json"]
+        # a local-limit file holding a CSMS profile is set aside, not loaded as local
+        data = read(d + "/profiles/x-6.json")
+        s4 = store.ProfileStore(d + "/profiles", 10)
+        s4.load()
+        s4.put(csms)
+        os.rename(d + "/profiles/p-6.json", d + "/profiles/x-7.json")
+        records, problems = store.ProfileStore(d + "/profiles", 10).load()
+        assert records == [local] and [n for n, _r in problems] == ["x-7.json"]
     finally:
         rmtree(d)

@@ -126,6 +126,7 @@ class Agent:
         self.status_source = None
         # optional: coroutine function run (as a task) after each Accepted (re)connection
         self.on_online = None
+        self.boot_now = False  # TriggerMessage(BootNotification) while Pending (F06)
 
     # ------------------------------------------------------------ helpers
 
@@ -592,9 +593,16 @@ class Agent:
             asyncio.create_task(self._run_hook(self.on_online))
         await self._online(r)
 
+    async def trigger_boot(self):
+        """TriggerMessage(BootNotification), after its answer: the waiting boot cycle
+        sends it now instead of at the end of the interval."""
+        self.boot_now = True
+        self._wake.set()
+
     async def _boot_cycle(self, r, boot):
         """BootNotification until Accepted; False if the connection ended first."""
         while self._up(r):
+            self.boot_now = False
             try:
                 resp = await r.call("BootNotification", boot)
             except (rpc.CallError, rpc.BadResponse) as e:
@@ -624,12 +632,13 @@ class Agent:
         return False
 
     async def _wait_up(self, r, seconds):
-        """Wait `seconds` unless the connection ends first (then False); wake-ups
-        (a queued message, a variable change) do not shorten it."""
+        """Wait `seconds` unless the connection ends first (then False) or
+        TriggerMessage(BootNotification) asks for the Boot now; other wake-ups (a
+        queued message, a variable change) do not shorten it."""
         deadline = time.ticks_add(time.ticks_ms(), seconds * 1000)
         while self._up(r):
             left = time.ticks_diff(deadline, time.ticks_ms())
-            if left <= 0:
+            if left <= 0 or self.boot_now:
                 return True
             await self._sleep(left)
         return False

@@ -21,12 +21,26 @@ from micropython import const
 
 from chargepilot import (agent, control, log, netprofile, outbox, profiles, smart, station, store,
                          transactions)
+from chargepilot import atomic, availability, meter
 
 _TAG = "app"
 # Messages that must not be lost wait in flash (outbox.py): at most this many.
 OUTBOX_MAX = const(64)
 # The running transactions (txstate.py): ended after a power loss at the next boot.
 TX_FILE = "transactions.json"
+
+
+def _forget_module(name):
+    """Let the garbage collector take a module used now and then (basereport)."""
+    import sys
+
+    sys.modules.pop("chargepilot." + name, None)
+    pkg = sys.modules.get("chargepilot")
+    if pkg is not None:
+        try:
+            delattr(pkg, name)
+        except AttributeError:
+            pass
 
 
 def _int_or(v, default):
@@ -102,6 +116,7 @@ class Station:
         h["RequestStartTransaction"] = self._on_request_start
         h["RequestStopTransaction"] = self._on_request_stop
         dm.set_reader("Entries", self._entries)
+        self._core_ops(state_dir, supply_voltage)
         prev = dm.on_change
 
         def on_change(key, value):
@@ -110,6 +125,81 @@ class Station:
             self._var_changed(key)
 
         dm.on_change = on_change
+
+    def _core_ops(self, state_dir, supply_voltage):
+        """Reset, TriggerMessage, ChangeAvailability, GetBaseReport, meter values.
+        trigger, reset and basereport are imported when first asked for (the heap
+        of a board that never gets them stays as it was); a base report's module is
+        dropped again once the report is sent."""
+        self.reset_requested = False  # a Reset ended run(): the caller reboots
+        self._state_dir = state_dir
+        self.meter = meter.Meter(self.board, self.dm, self.clock, supply_voltage,
+                                 self.cfg.default_phases)
+        self.txs.meter = self.meter.for_event
+        self.avail = availability.Availability(state_dir, self.cfg.evse_count)
+        self.dm.scope = availability.Scoped(self.avail, self._evse_status)
+        self.resetter = None  # reset.Reset, made by the first Reset
+        self._trigger = None
+        self._reporter = None
+        if atomic.exists(state_dir + "/reset.json"):  # reset.FILE: left by a Reset
+            from chargepilot import reset
+
+            why = reset.take_boot_reason(state_dir)
+            if why is not None:
+                self.agent.boot_reason = why
+        h = self.agent.handlers
+        h["ChangeAvailability"] = availability.make(self.avail, self.txs)["ChangeAvailability"]
+        h["Reset"] = self._on_reset
+        h["TriggerMessage"] = self._on_trigger
+        h["GetBaseReport"] = self._on_get_base_report
+
+    def _evse_status(self, evse_id):
+        return self.agent.connector_status(evse_id, 1)
+
+    async def _on_reset(self, payload):
+        if self.resetter is None:
+            from chargepilot import reset
+
+            self.resetter = reset.Reset(self, self._state_dir)
+        return await self.resetter.on_reset(payload)
+
+    async def _on_trigger(self, payload):
+        if self._trigger is None:
+            from chargepilot import trigger
+
+            self._trigger = trigger.make(self)["TriggerMessage"]
+        return await self._trigger(payload)
+
+    async def _on_get_base_report(self, payload):
+        rep = self._reporter
+        if rep is None:
+            from chargepilot import basereport
+
+            rep = self._reporter = basereport.Reporter(self.agent, self._report_done)
+        resp = await rep.on_get_base_report(payload)
+        if type(resp) is not tuple and not rep.busy:
+            self._report_done()
+        return resp
+
+    def _report_done(self):
+        self._reporter = None
+        _forget_module("basereport")
+
+    def _power_loss_meter(self, p):
+        # The Ended that transactions.recover() sends at boot for a transaction a
+        # power cut interrupted: it carries the TxEndedMeasurands read now (J02;
+        # the register survived the cut).
+        info = p.get("transactionInfo")
+        if type(info) is not dict or info.get("stoppedReason") != "PowerLoss":
+            return
+        try:
+            mv = self.meter.for_event(p["evse"]["id"], "Ended", "AbnormalCondition", 0,
+                                      self.clock.now())
+        except Exception as e:
+            log.exception(_TAG, "meter values of a power loss Ended", e)
+            return
+        if mv:
+            p["meterValue"] = mv
 
     # ------------------------------------------------------------ boot
 
@@ -135,6 +225,9 @@ class Station:
                 self.smart._forget(p.id)
         for name, reason in txp:
             log.warn(_TAG, "running transactions: %s: %s" % (name, reason))
+        availability.apply(self.avail, self.txs)  # G03/G04: kept across reboots
+        for text in self.avail.problems:
+            self._notify_event({"name": "ChargingStation"}, "Problem", "true", text)
         # (logged by netprofile when it loaded)
         nets = [(netprofile.FILE, reason) for reason in self.networks.problems]
         log.info(_TAG, "%d profiles installed from flash, %d messages waiting to be sent"
@@ -191,6 +284,7 @@ class Station:
             await asyncio.sleep_ms(1000)
             try:
                 self.txs.poll()
+                self.meter.tick(self.txs)
             except Exception as e:
                 log.exception(_TAG, "transactions poll", e)
 
@@ -213,6 +307,8 @@ class Station:
     def _ended(self, evse_id, transaction_id, removed_ids):
         for pid in removed_ids:
             self.smart._forget(pid)
+        if self.resetter is not None:
+            self.resetter.ended()
 
     def _var_changed(self, key):
         if key in ("SmartChargingEnabled", "LimitChangeSignificance",
@@ -244,6 +340,8 @@ class Station:
     def send(self, action, payload):
         """Queue a station CALL in the outbox (flash); sent in order when online.
         A full outbox refuses it: logged and counted there, reported when online."""
+        if action == "TransactionEvent" and "meterValue" not in payload:
+            self._power_loss_meter(payload)
         try:
             self.agent.queue_call(action, payload)
         except Exception as e:

@@ -1,8 +1,9 @@
 """Core CSMS->station handlers: GetVariables, SetVariables (B06/B05).
 
 Only the Actual attribute exists here (others: NotSupportedAttributeType).
-Components are station-level: an item naming an EVSE or a component instance
-gets UnknownComponent. The number of items is bounded by
+Components are station-level, except the EVSE/Connector ones of
+DeviceModel.scope (availability.Scoped: AvailabilityState, Available); any
+other item naming an EVSE or a component instance gets UnknownComponent. The number of items is bounded by
 DeviceDataCtrlr.ItemsPerMessage (more: CALLERROR OccurrenceConstraintViolation).
 """
 

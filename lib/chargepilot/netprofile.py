@@ -16,7 +16,7 @@ previous CSMS) after NetworkProfileConnectionAttempts failed attempts (B10.FR.07
 back to the last profile that worked). For this trial an unreachable CSMS counts
 as a failure too. The station does not drop a working connection for a new
 priority: it applies at the next (re)connection (after the CSMS closes the
-connection, a lost link or a reboot; Reset is not implemented).
+connection, a lost link or a reboot, e.g. after a Reset: reset.py).
 
 No downgrade (B09.FR.04, A05.FR.10): a slot below the station's SecurityProfile
 is refused, as is one the station could not use (profile 2/3 on ws://, TLS that

@@ -53,6 +53,8 @@ SOURCE_NAMES = ("CSO", "EMS", "SO", "Other")
 
 # Largest limit accepted, in tenths (keeps every limit a small int on the ESP32).
 MAX_LIMIT_TENTHS = const(1000000000)
+_LIMIT_UNITS = const(100000000)
+_FAR = const(0x20000000)
 _SCHEMA_MAX_PERIODS = const(1024)
 _INT32_MAX = const(2147483647)
 _PROFILE_KEYS = ("id", "stackLevel", "chargingProfilePurpose", "chargingProfileKind",
@@ -62,7 +64,6 @@ _SCHEDULE_KEYS = ("id", "startSchedule", "duration", "chargingRateUnit",
 _PERIOD_KEYS = ("startPeriod", "limit", "numberPhases", "phaseToUse")
 # True where floats are IEEE single precision (ESP32): allow for its rounding.
 _F32 = (1.0 + 1e-9) == 1.0
-_REL_TOL = 4e-7 if _F32 else 1e-12
 
 
 class ProfileError(Exception):
@@ -101,6 +102,14 @@ class Profile:
     unit = UNIT_A
     min_rate = None
     periods = None
+    # Derived at parse time (install) for a start far from 2020 only (a big int
+    # on the board), so that the composite does no big-int arithmetic with it:
+    # start + the last startPeriod, start + duration, start modulo the
+    # recurrence period. None: derive from start (a small int) when needed.
+    last_start = None
+    stop = None
+    rphase = None
+    raw_times = None
     extra = None
     schedule_extra = None
     period_extra = None
@@ -126,27 +135,39 @@ def _int(v, path, lo=-_INT32_MAX - 1, hi=_INT32_MAX):
 
 
 def tenths(v, path):
-    """Decimal number from JSON -> int tenths, correctly rounded; at most one decimal."""
+    """Decimal number from JSON -> int tenths; at most one decimal; never rounded up.
+
+    A float is accepted only when it *is* the runtime's float for some t/10
+    (json.loads of a one-decimal text gives exactly t/10 on every build, also
+    in single precision), so the decision is the same function of the float on
+    every build: 331200.05 (331200.0625 in single precision) is no tenth and
+    is refused, never read as 331200.1. A single-precision float cannot tell
+    texts closer than half its step apart: above 2**17 (a step of 1/64 or
+    more) a text with more decimals may be seen as a tenth, so there the
+    board takes the float one tenth lower (never up)."""
     if type(v) is bool:
         _fail("InvalidValue", path, "expected a number, got bool")
     if type(v) is int:
-        t = v * 10
-    elif type(v) is float:
-        if v - v != 0:
-            _fail("InvalidValue", path, "not a finite number")
-        x = v * 10
-        if x > 4e9 or x < -4e9:
+        if v > _LIMIT_UNITS or v < -_LIMIT_UNITS:
             _fail("InvalidValue", path, "%r is too large" % v)
-        t = int(x + 0.5) if x >= 0 else -int(0.5 - x)
-        d = x - t
-        if d < 0:
-            d = -d
-        if d > 1e-6 + (x if x >= 0 else -x) * _REL_TOL:
-            _fail("InvalidValue", path, "%r has more than one decimal" % v)
-    else:
+        return v * 10
+    if type(v) is not float:
         _fail("InvalidValue", path, "expected a number, got %s" % type(v).__name__)
-    if t > MAX_LIMIT_TENTHS or t < -MAX_LIMIT_TENTHS:
+    if v - v != 0:
+        _fail("InvalidValue", path, "not a finite number")
+    if v > _LIMIT_UNITS or v < -_LIMIT_UNITS:
         _fail("InvalidValue", path, "%r is too large" % v)
+    x = v * 10
+    t = int(x + 0.5) if x >= 0 else -int(0.5 - x)
+    if t / 10 != v:
+        if (t - 1) / 10 == v:
+            t -= 1
+        elif (t + 1) / 10 == v:
+            t += 1
+        else:
+            _fail("InvalidValue", path, "%r has more than one decimal" % v)
+    if _F32 and (v >= 131072.0 or v <= -131072.0):
+        t -= 1
     return t
 
 
@@ -157,13 +178,27 @@ def number(t):
     return t / 10
 
 
-def _time(v, path):
+def _time(p, key, v, path):
     if type(v) is not str:
         _fail("InvalidValue", path, "expected an RFC 3339 date-time string")
     try:
-        return rfc3339.parse(v)
+        t = rfc3339.parse(v)
     except ValueError as e:
         _fail("InvalidValue", path, str(e))
+    try:
+        rfc3339.format(t)
+    except ValueError:
+        # e.g. 9999-12-31T23:00:00-05:00 is in year 10000 UTC: kept as it came
+        if p.raw_times is None:
+            p.raw_times = {}
+        p.raw_times[key] = v
+    return t
+
+
+def _time_json(p, key, t):
+    if p.raw_times is not None and key in p.raw_times:
+        return p.raw_times[key]
+    return rfc3339.format(t)
 
 
 def _enum(v, names, path):
@@ -211,9 +246,9 @@ def parse(obj, evse_id, source="CSO"):
     if "recurrencyKind" in obj:
         p.recurrence = _enum(obj["recurrencyKind"], RECURRENCY_NAMES, path + ".recurrencyKind")
     if "validFrom" in obj:
-        p.valid_from = _time(obj["validFrom"], path + ".validFrom")
+        p.valid_from = _time(p, "validFrom", obj["validFrom"], path + ".validFrom")
     if "validTo" in obj:
-        p.valid_to = _time(obj["validTo"], path + ".validTo")
+        p.valid_to = _time(p, "validTo", obj["validTo"], path + ".validTo")
     if "transactionId" in obj:
         tx = obj["transactionId"]
         if type(tx) is not str or len(tx) > 36:
@@ -230,6 +265,15 @@ def parse(obj, evse_id, source="CSO"):
     if len(scheds) != 1:
         p.n_schedules = len(scheds)
     _parse_schedule(p, scheds[0], path + ".chargingSchedule[0]")
+    st = p.start
+    if st is not None and (st >= _FAR or st <= -_FAR):
+        # only for a start the board holds as a big int (before ~2003, after ~2037)
+        per = p.periods
+        p.last_start = st + per[len(per) - 3]
+        if p.duration is not None:
+            p.stop = st + p.duration
+        if p.kind == RECURRING and p.recurrence:
+            p.rphase = st % RECURRENCE_SECONDS[p.recurrence]
     return p
 
 
@@ -238,7 +282,7 @@ def _parse_schedule(p, s, path):
         _fail("InvalidValue", path, "expected an object")
     p.schedule_id = _int(_required(s, "id", path), path + ".id")
     if "startSchedule" in s:
-        p.start = _time(s["startSchedule"], path + ".startSchedule")
+        p.start = _time(p, "startSchedule", s["startSchedule"], path + ".startSchedule")
     if "duration" in s:
         p.duration = _int(s["duration"], path + ".duration")
     p.unit = _enum(_required(s, "chargingRateUnit", path), UNIT_NAMES, path + ".chargingRateUnit")
@@ -304,7 +348,7 @@ def to_json(p):
     s = {"id": p.schedule_id, "chargingRateUnit": UNIT_NAMES[p.unit],
          "chargingSchedulePeriod": periods}
     if p.start is not None:
-        s["startSchedule"] = rfc3339.format(p.start)
+        s["startSchedule"] = _time_json(p, "startSchedule", p.start)
     if p.duration is not None:
         s["duration"] = p.duration
     if p.min_rate is not None:
@@ -316,9 +360,9 @@ def to_json(p):
     if p.recurrence:
         d["recurrencyKind"] = RECURRENCY_NAMES[p.recurrence]
     if p.valid_from is not None:
-        d["validFrom"] = rfc3339.format(p.valid_from)
+        d["validFrom"] = _time_json(p, "validFrom", p.valid_from)
     if p.valid_to is not None:
-        d["validTo"] = rfc3339.format(p.valid_to)
+        d["validTo"] = _time_json(p, "validTo", p.valid_to)
     if p.transaction_id is not None:
         d["transactionId"] = p.transaction_id
     _copy_into(d, p.extra)

@@ -13,12 +13,9 @@ so they are not duplicates; a Relative schedule (anchor unknown until a
 transaction starts) is taken to overlap anything in its validity.
 """
 
-from micropython import const
 
 from chargepilot.profile import (CSO, EXTERNAL, MAX, RECURRENCE_SECONDS, RECURRING,
                                  RELATIVE, TX, TX_DEFAULT, ProfileError)
-
-_INF = const(0x3FFFFFFF)
 
 
 class Rejected(ProfileError):
@@ -39,7 +36,8 @@ def check(cfg, installed, p):
     if pur == EXTERNAL and p.source == CSO:
         _reject("InvalidValue", "ChargingStationExternalConstraints cannot be set by the CSMS "
                 "(K01.FR.22)")
-    old = installed.get(p.id)
+    # the profile p would replace: same id in p's id space (CSMS or station-local)
+    old = installed.same(p)
     if old is not None and old.purpose == EXTERNAL and p.source == CSO:
         _reject("InvalidValue", "profile id %d is an external constraint; the CSMS cannot "
                 "replace it (K01.FR.05)" % p.id)
@@ -121,7 +119,7 @@ def check(cfg, installed, p):
     if ptu_any:
         caps = pur == MAX or pur == EXTERNAL
         for q in installed:
-            if q.id == p.id:
+            if q is old:
                 continue
             if caps == (q.purpose == MAX or q.purpose == EXTERNAL):
                 continue
@@ -129,9 +127,10 @@ def check(cfg, installed, p):
             if qp and qp != ptu_any:
                 _reject("InvalidValue", "phaseToUse %d conflicts with phaseToUse %d of profile "
                         "%d" % (ptu_any, qp, q.id))
-    # 12./13. duplicates
-    for q in installed:
-        if q.id == p.id or q.purpose != pur or q.stack != p.stack:
+    # 12./13. duplicates (K01.FR.06 is about the CSMS's profiles: station-local
+    # limits of several sources all apply together, the composite takes the lowest)
+    for q in (installed if p.source == CSO else ()):
+        if q is old or q.purpose != pur or q.stack != p.stack:
             continue
         if pur == TX:
             if q.transaction_id == p.transaction_id:
@@ -160,44 +159,48 @@ def _phase_to_use(q):
 
 
 def _span(p):
-    """Length of one active stretch (occurrence) of p's schedule; _INF if unbounded."""
+    """Length of one active stretch (occurrence) of p's schedule; None if open-ended."""
     period = RECURRENCE_SECONDS[p.recurrence] if p.kind == RECURRING else 0
-    d = _INF if p.duration is None else p.duration
-    if period and d > period:
+    d = p.duration
+    if period and (d is None or d > period):
         d = period
     return d
 
 
 def overlap(p, q):
-    """Can p and q both be in force (valid and with a period) at one instant?"""
-    lo = _max(p.valid_from, q.valid_from, -_INF)
-    hi = _min(p.valid_to, q.valid_to, _INF)
-    if lo >= hi:
+    """Can p and q both be in force (valid and with a period) at one instant?
+
+    Exact ints throughout (install time: instants of years 0001..9999 are big
+    ints on the board, which is fine here); None = open-ended, never a finite
+    stand-in."""
+    lo = _maxn(p.valid_from, q.valid_from)   # None: since forever
+    hi = _minn(p.valid_to, q.valid_to)       # None: for ever
+    if lo is not None and hi is not None and lo >= hi:
         return False
     sp = _span(p)
     sq = _span(q)
-    if sp <= 0 or sq <= 0:
+    if (sp is not None and sp <= 0) or (sq is not None and sq <= 0):
         return False
     if p.kind == RELATIVE or q.kind == RELATIVE:
         return True
     rp = p.kind == RECURRING
     rq = q.kind == RECURRING
     if not rp and not rq:
-        a = p.start if p.start > q.start else q.start
-        b = _min2(p.start + sp if sp < _INF else _INF, q.start + sq if sq < _INF else _INF)
-        return _max2(a, lo) < _min2(b, hi)
+        a = _maxn(_maxn(p.start, q.start), lo)
+        b = _minn(_minn(_end(p.start, sp), _end(q.start, sq)), hi)
+        return b is None or a < b
     if rp and rq:
         return _both_recurring(p, sp, q, sq, lo, hi)
     if rp:
         p, q, sp, sq = q, p, sq, sp
     # p absolute, q recurring
-    a = _max2(p.start, lo)
-    b = _min2(p.start + sp if sp < _INF else _INF, hi)
+    a = _maxn(p.start, lo)
+    b = _minn(_end(p.start, sp), hi)
+    period = RECURRENCE_SECONDS[q.recurrence]
+    if b is None or b - a >= period:
+        return True
     if a >= b:
         return False
-    period = RECURRENCE_SECONDS[q.recurrence]
-    if b - a >= period:
-        return True
     occ = q.start + ((a - q.start) // period) * period
     while occ < b:
         if occ + sq > a:
@@ -206,11 +209,15 @@ def overlap(p, q):
     return False
 
 
+def _end(start, span):
+    return None if span is None else start + span
+
+
 def _both_recurring(p, sp, q, sq, lo, hi):
     pp = RECURRENCE_SECONDS[p.recurrence]
     pq = RECURRENCE_SECONDS[q.recurrence]
     big = pp if pp > pq else pq
-    if hi - lo < 3 * big:
+    if lo is not None and hi is not None and hi - lo < 3 * big:
         # short common validity: look at the real occurrences in it
         op = p.start + ((lo - p.start) // pp) * pp
         while op < hi:
@@ -242,13 +249,19 @@ def _min2(a, b):
     return a if a < b else b
 
 
-def _max(a, b, dflt):
-    a = dflt if a is None else a
-    b = dflt if b is None else b
+def _maxn(a, b):
+    """max where None is minus infinity."""
+    if a is None:
+        return b
+    if b is None:
+        return a
     return a if a > b else b
 
 
-def _min(a, b, dflt):
-    a = dflt if a is None else a
-    b = dflt if b is None else b
+def _minn(a, b):
+    """min where None is plus infinity."""
+    if a is None:
+        return b
+    if b is None:
+        return a
     return a if a < b else b

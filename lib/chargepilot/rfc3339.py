@@ -6,6 +6,10 @@ whole second (towards the past, also for instants before 2020); a leap second
 `:60` is accepted and counts as the first second of the next minute. Anything
 else raises ValueError naming what is wrong. `format(t)` always gives
 `YYYY-MM-DDTHH:MM:SSZ`.
+
+Every year 0000..9999 is accepted: the result is an exact int, a big int on a
+32-bit board outside ~1986..2054 (parse runs once per profile, at install; the
+composite never does arithmetic on such values).
 """
 
 from micropython import const
@@ -139,6 +143,11 @@ def parse(s):
 
 
 def format(t):
-    """`YYYY-MM-DDTHH:MM:SSZ` of seconds since 2020-01-01Z."""
+    """`YYYY-MM-DDTHH:MM:SSZ` of seconds since 2020-01-01Z.
+
+    ValueError for an instant outside years 0000..9999 (no 4-digit form; only
+    reachable from a text like 9999-12-31T23:00:00-05:00)."""
     y, m, d, h, mi, s = to_fields(t)
+    if y < 0 or y > 9999:
+        raise ValueError("RFC 3339: year %d has no 4-digit form" % y)
     return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (y, m, d, h, mi, s)

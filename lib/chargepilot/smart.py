@@ -26,6 +26,7 @@ REPORT_PERIODS = const(24)
 # Longest GetCompositeSchedule window served (the result must fit the heap).
 MAX_COMPOSITE_S = const(604800)
 _MAX_INFO = const(512)
+_LOCAL_START = "0001-01-01T00:00:00Z"
 # Reason code for "smart charging switched off" (digest §3.2 item 1: not specified).
 _NOT_ENABLED = "NotEnabled"
 
@@ -41,7 +42,8 @@ def _whole(v):
 
 
 def external_id(evse_id, source):
-    """Negative profile id of the external limit of (evse, source) (K11.FR.06)."""
+    """Id of the external limit of (evse, source) (K11.FR.06), in the station-local
+    id space (profiles.ProfileSet, store `x<id>.json`): never a CSMS profile's."""
     return -(evse_id * len(SOURCE_NAMES) + source) - 1
 
 
@@ -179,7 +181,7 @@ class SmartCharging:
     def stored_json(self, p):
         """The profile exactly as it was received (from flash), else re-formatted."""
         try:
-            rec = self.store.get(p.id)
+            rec = self.store.get(p.id, p.source != profile.CSO)
             if rec is not None:
                 return rec["chargingProfile"]
         except Exception as e:
@@ -216,8 +218,13 @@ class SmartCharging:
             (evse_id, src), ids = out[i]
             yield {"requestId": request_id, "chargingLimitSource": SOURCE_NAMES[src],
                    "evseId": evse_id, "tbc": i < n - 1,
-                   "chargingProfile": [self.stored_json(self.profiles.get(k)) for k in ids
-                                       if self.profiles.get(k) is not None]}
+                   "chargingProfile": [self.stored_json(self._installed(src, k)) for k in ids
+                                       if self._installed(src, k) is not None]}
+
+    def _installed(self, src, pid):
+        if src == profile.CSO:
+            return self.profiles.get(pid)
+        return self.profiles.get_local(pid)
 
     async def on_get_charging_profiles(self, payload):
         found = self.matching(payload.get("evseId"), payload["chargingProfile"])
@@ -330,7 +337,8 @@ class SmartCharging:
         """Install (or replace) the limit an external system imposes on an EVSE
         (0 = the whole station) as a ChargingStationExternalConstraints profile,
         persist it, and notify the CSMS. `periods`: optional [(startPeriod s,
-        limit tenths)] instead of one constant limit. Raises ValueError."""
+        limit tenths)] instead of one constant limit, counted from now (the
+        clock must be set). Raises ValueError."""
         if not self.dm.get("ExternalControlSignalsEnabled"):
             raise ValueError("external control signals are disabled "
                              "(SmartChargingCtrlr.ExternalControlSignalsEnabled)")
@@ -340,14 +348,23 @@ class SmartCharging:
             raise ValueError("no EVSE %r" % (evse_id,))
         if periods is None:
             periods = [(0, limit_tenths)]
+        if len(periods) == 1 and periods[0][0] == 0:
+            # a constant limit: in force whatever the clock says (unset, wrong,
+            # stepped back), open-ended: from the earliest instant the schema allows
+            start = _LOCAL_START
+        else:
+            # a schedule counts from now: it needs the clock
+            now = self._now()
+            if now is None:
+                raise ValueError("external limit schedule: the clock is not set")
+            start = rfc3339.format(now)
         pid = external_id(evse_id, SOURCE_NAMES.index(source))
         cp = {"id": pid, "stackLevel": 0,
               "chargingProfilePurpose": "ChargingStationExternalConstraints",
               "chargingProfileKind": "Absolute",
               "chargingSchedule": [{
                   "id": 1, "chargingRateUnit": unit,
-                  # From the engine's epoch: in force now, whatever the clock says.
-                  "startSchedule": rfc3339.format(0),
+                  "startSchedule": start,
                   "chargingSchedulePeriod": [{"startPeriod": s, "limit": profile.number(v)}
                                              for s, v in periods]}]}
         try:
@@ -390,15 +407,15 @@ class SmartCharging:
         if source not in SOURCE_NAMES or source == "CSO":
             raise ValueError("chargingLimitSource must be EMS, SO or Other")
         pid = external_id(evse_id, SOURCE_NAMES.index(source))
-        p = self.profiles.get(pid)
+        p = self.profiles.get_local(pid)
         if p is None or p.purpose != EXTERNAL:
             return False
         try:
-            self.store.remove(pid)
+            self.store.remove(pid, True)
         except Exception as e:
             log.error(_TAG, "external limit %d not deleted from flash: %s" % (pid, e))
             raise ValueError("external limit kept: flash delete failed")
-        self.profiles.remove(pid)
+        self.profiles.remove_local(pid)
         self._wake()
         self._reported.pop((evse_id, source), None)
         msg = {"chargingLimitSource": source}

@@ -1,8 +1,10 @@
 """Flash store: charging profiles that survive reboots and power cuts
 (K01.FR.27). On-flash format: docs/store-format.md.
 
-One file per profile, `<root>/p<id>.json` (negative ids allowed), holding one
-JSON record line and one integrity line:
+One file per profile, `<root>/p<id>.json` (negative ids allowed) for a CSMS
+profile, `<root>/x<id>.json` for a station-local limit (source EMS/SO/Other:
+its own id space, so no CSMS id can ever name, replace or delete it, also
+after a reboot), holding one JSON record line and one integrity line:
 
     {"v": 1, "evseId": 1, "source": "CSO", "chargingProfile": {...}}
     #crc32=1a2b3c4d len=123
@@ -40,6 +42,7 @@ _MAX_ID_DIGITS = const(20)
 SOURCES = ("CSO", "EMS", "SO", "Other")
 _KEYS = ("evseId", "source", "chargingProfile")
 _PREFIX = "p"
+_LOCAL_PREFIX = "x"
 _EXT = ".json"
 
 def _is_int(x):
@@ -72,20 +75,36 @@ def check_record(rec):
     return pid
 
 
-def file_name(profile_id):
-    return "%s%d%s" % (_PREFIX, profile_id, _EXT)
+def file_name(profile_id, local=False):
+    return "%s%d%s" % (_LOCAL_PREFIX if local else _PREFIX, profile_id, _EXT)
+
+
+def is_local(rec):
+    """Is a record a station-local limit (not the CSMS's)?"""
+    return rec["source"] != "CSO"
+
+
+def _key(profile_id, local):
+    # CSMS ids are ints; local ids a tuple: the two spaces never meet in _ids
+    return (_LOCAL_PREFIX, profile_id) if local else profile_id
+
+
+def _name(key):
+    if type(key) is tuple:
+        return file_name(key[1], True)
+    return file_name(key)
 
 
 def _id_of(name):
     """The id a canonical profile file name stands for, or None."""
-    s = name[len(_PREFIX):-len(_EXT)]
+    s = name[1:-len(_EXT)]
     if not s or len(s) > _MAX_ID_DIGITS + 1:
         return None
     try:
         n = int(s)
     except ValueError:
         return None
-    return n if file_name(n) == name else None
+    return n if file_name(n, name[0] == _LOCAL_PREFIX) == name else None
 
 
 def _encode(rec):
@@ -159,7 +178,8 @@ class ProfileStore:
                 # An interrupted write: the rename (commit) never happened.
                 atomic.remove(self._path(name), self.counters)
                 log.info("store", "removed leftover %s" % name)
-            elif name.startswith(_PREFIX) and name.endswith(_EXT):
+            elif (name.startswith(_PREFIX) or name.startswith(_LOCAL_PREFIX)) \
+                    and name.endswith(_EXT):
                 pid = _id_of(name)
                 candidates.append((0 if pid is None else 1, pid if pid is not None else 0, name))
         del listing
@@ -176,9 +196,19 @@ class ProfileStore:
                 rec = None
             else:
                 rec, reason = self._read(name, pid)
+            local = name[0] == _LOCAL_PREFIX
+            if rec is not None and local and not is_local(rec):
+                rec = None
+                reason = "a local-limit file holds a CSMS profile"
+            elif rec is not None and not local and is_local(rec):
+                # written before CSMS and local ids were separate spaces
+                rec, reason = self._migrate(name, pid, rec, taken)
+                if rec is None and reason is None:
+                    continue
+                local = True
             if rec is not None:
                 records.append(rec)
-                ids.add(pid)
+                ids.add(_key(pid, local))
                 continue
             try:
                 bad = atomic.set_aside(self._path(name), taken, self.counters)
@@ -189,6 +219,26 @@ class ProfileStore:
             problems.append((name, reason))
         self._ids = ids
         return records, problems
+
+    def _migrate(self, name, pid, rec, taken):
+        """A local limit in a CSMS file name (older firmware): move it to its
+        own name (write, then delete the old one) so that a CSMS profile with
+        that id can never overwrite it. Returns (rec, None), or (None, None)
+        when the new file was already there (an earlier move was cut short: it
+        is loaded in its own turn). If the move fails the record stays in force."""
+        new = file_name(pid, True)
+        existed = new in taken
+        try:
+            if not existed:
+                body = _encode(rec)
+                atomic.write_atomic(self._path(new), (body, trailer(body)), self.counters)
+                taken.add(new)
+            atomic.remove_strict(self._path(name), self.counters)
+        except OSError as e:
+            log.error("store", "local limit %s not moved to %s: %r" % (name, new, e))
+            return (None if existed else rec), None
+        log.info("store", "local limit %s moved to %s" % (name, new))
+        return (None if existed else rec), None
 
     def _read(self, name, pid):
         """(record, None) or (None, reason)."""
@@ -229,9 +279,10 @@ class ProfileStore:
         except ValueError:
             raise BadRecord("profile %d does not serialise to valid JSON" % pid)
         del new["v"]
-        name = file_name(pid)
+        key = _key(pid, is_local(record))
+        name = _name(key)
         path = self._path(name)
-        if pid in self._ids:
+        if key in self._ids:
             old, reason = self._read(name, pid)
             if old is not None:
                 if old == new:
@@ -248,33 +299,38 @@ class ProfileStore:
             atomic.write_atomic(path, (body, trailer(body)), self.counters)
         except OSError as e:
             if atomic.exists(path) and len(self._ids) < self.max_entries:
-                self._ids.add(pid)
+                self._ids.add(key)
             raise StoreError("could not write %s: %r" % (name, e))
-        self._ids.add(pid)
+        self._ids.add(key)
         return True
 
-    def remove(self, profile_id):
-        """Delete the profile's file. True if it was stored, False if not."""
+    def remove(self, profile_id, local=False):
+        """Delete the profile's file (local: a station-local limit's). True if
+        it was stored, False if not."""
         self._need_loaded()
-        if profile_id not in self._ids:
+        key = _key(profile_id, local)
+        if key not in self._ids:
             return False
-        name = file_name(profile_id)
+        name = _name(key)
         try:
             atomic.remove_strict(self._path(name), self.counters)
         except OSError as e:
             raise StoreError("could not remove %s: %r" % (name, e))
-        self._ids.discard(profile_id)
+        self._ids.discard(key)
         return True
 
-    def get(self, profile_id):
-        """The stored record, or None if there is none. StoreError if the
-        file is damaged now (it was valid at load or put)."""
+    def get(self, profile_id, local=False):
+        """The stored record (local: of a station-local limit), or None if
+        there is none. StoreError if the file is damaged now (it was valid at
+        load or put)."""
         self._need_loaded()
-        if profile_id not in self._ids:
+        key = _key(profile_id, local)
+        if key not in self._ids:
             return None
-        rec, reason = self._read(file_name(profile_id), profile_id)
+        name = _name(key)
+        rec, reason = self._read(name, profile_id)
         if rec is None:
-            raise StoreError("%s: %s" % (file_name(profile_id), reason))
+            raise StoreError("%s: %s" % (name, reason))
         return rec
 
     def bad_files(self):
@@ -290,9 +346,10 @@ class ProfileStore:
         out.sort()
         return out
 
-    def ids(self):
+    def ids(self, local=False):
+        """Stored CSMS profile ids (local: the station-local limits' ids), sorted."""
         self._need_loaded()
-        out = list(self._ids)
+        out = [(k[1] if local else k) for k in self._ids if (type(k) is tuple) == local]
         out.sort()
         return out
 
@@ -304,8 +361,8 @@ class ProfileStore:
         self._need_loaded()
         n = 0
         total = 0
-        for pid in self._ids:
-            s = atomic.size(self._path(file_name(pid)))
+        for key in self._ids:
+            s = atomic.size(self._path(_name(key)))
             if s >= 0:
                 n += 1
                 total += s

@@ -123,6 +123,7 @@ class _Evse:
         self.pending = None  # (remoteStartId, idToken, Profile | None, obj, deadline_t)
         self.adv = 0
         self.relay = False
+        self.inop = False  # ChangeAvailability Inoperative (effective once no tx runs)
 
 
 class Transactions:
@@ -178,6 +179,8 @@ class Transactions:
         self._file = None if state_path is None else txstate.TxFile(state_path, check_fs)
         self._block = seq_block
         self._recs = {}  # what the file should hold: transactionId -> entry
+        # optional fn(evse_id, eventType, triggerReason, advertised, now) -> meterValue list
+        self.meter = None
         self._loaded = False  # the file was read (recover) before its first write
 
     # ------------------------------------------------------------ queries
@@ -263,6 +266,7 @@ class Transactions:
              "evse": {"id": evse_id, "connectorId": 1}}
         if id_token is not None:
             p["idToken"] = id_token
+        self._meter(p, evse_id, kind, trigger, e.adv, now)
         if self.online is not None:
             try:
                 if not self.online():
@@ -274,9 +278,26 @@ class Transactions:
         tx.seq += 1
         self._emit("TransactionEvent", p)
 
+    def _meter(self, p, evse_id, kind, trigger, adv, now):
+        # meter.Meter.for_event: the configured measurands (J01/J02), or nothing
+        m = self.meter
+        if m is None:
+            return
+        try:
+            mv = m(evse_id, kind, trigger, adv, now)
+        except Exception as e:
+            log.exception(_TAG, "meter values of EVSE %d" % evse_id, e)
+            return
+        if mv:
+            p["meterValue"] = mv
+
     def _status(self, evse_id, e, now):
         st = e.state
-        if st == "A":
+        if st is None:
+            return
+        if e.inop and e.tx is None and not (e.latched or st == "E" or st == "F"):
+            s = "Unavailable"  # G03/G04 (a fault still reads Faulted)
+        elif st == "A":
             s = "Available"
         elif st == "F" and not e.available:
             s = "Unavailable"
@@ -485,6 +506,9 @@ class Transactions:
         self._event(evse_id, e, "Ended", trigger, now, info)
         e.tx = None
         self._forget(tx.id)  # after the Ended is queued (a cut between: recover() sees it)
+        if e.inop:  # a ChangeAvailability Scheduled during the transaction applies now
+            self._hold(evse_id, True)
+            self._status(evse_id, e, now)
         self.cfg.end_transaction(evse_id)
         removed = []
         try:
@@ -519,7 +543,7 @@ class Transactions:
             e.latched = False
             if e.blocked:
                 e.blocked = False
-                self._hold(evse_id, False)
+                self._hold(evse_id, e.inop)
         elif state == "E":
             e.latched = True
         self._expire(evse_id, e, now)
@@ -532,7 +556,7 @@ class Transactions:
             self._wake()
         connected = state == "B" or state == "C" or state == "D"
         if tx is None:
-            if not connected or e.blocked or e.latched:
+            if not connected or e.blocked or e.latched or e.inop:
                 return
             if self.start_point == EV_CONNECTED:
                 self._start(evse_id, e, "CablePluggedIn", now)
@@ -590,6 +614,10 @@ class Transactions:
                     "statusInfo": _status_info("UnknownEvse", "evseId %r does not exist"
                                                % (evse_id,))}
         e = self._e[evse_id - 1]
+        if e.inop and e.tx is None:
+            return {"status": "Rejected",
+                    "statusInfo": _status_info("Unavailable", "EVSE %d is Inoperative "
+                                               "(ChangeAvailability)" % evse_id)}
         if not e.available or e.latched or e.state == "E" or e.state == "F":
             return {"status": "Rejected",
                     "statusInfo": _status_info("Unavailable", "EVSE %d is faulted or "
@@ -632,7 +660,7 @@ class Transactions:
         e.pending = (rid, token, p, obj, deadline)
         if e.blocked:
             e.blocked = False
-            self._hold(evse_id, False)
+            self._hold(evse_id, e.inop)
         st = e.state
         if ((st == "B" or st == "C" or st == "D")
                 and (self.start_point == EV_CONNECTED or e.relay)):
@@ -647,7 +675,7 @@ class Transactions:
         for i in range(len(self._e)):
             e = self._e[i]
             if (e.tx is not None or e.pending is not None or not e.available or e.latched
-                    or e.state == "E" or e.state == "F"):
+                    or e.inop or e.state == "E" or e.state == "F"):
                 continue
             if e.state in ("B", "C", "D"):
                 return i + 1
@@ -665,6 +693,35 @@ class Transactions:
                                                % (tid,))}
         self.stop(evse_id, "RemoteStop", "Remote")
         return {"status": "Accepted"}
+
+    def set_inoperative(self, evse_id, inop):
+        """ChangeAvailability (availability.py): at once when no transaction runs on
+        the EVSE (paused, Unavailable), else when it ends (_end)."""
+        e = self._evse(evse_id)
+        inop = bool(inop)
+        if inop == e.inop:
+            return
+        e.inop = inop
+        if e.tx is None:
+            self._hold(evse_id, inop or e.blocked)
+            self._status(evse_id, e, self._now())
+
+    def event(self, evse_id, trigger):
+        """An Updated for the running transaction (TriggerMessage: Trigger; the
+        sampler: MeterValuePeriodic). False when none runs on the EVSE."""
+        e = self._evse(evse_id)
+        if e.tx is None:
+            return False
+        self._event(evse_id, e, "Updated", trigger, self._now())
+        return True
+
+    def running(self):
+        """How many transactions run now."""
+        n = 0
+        for e in self._e:
+            if e.tx is not None:
+                n += 1
+        return n
 
     def stop(self, evse_id, trigger="StopAuthorized", reason="Local"):
         """End the transaction on an EVSE with the EV still plugged in: the EVSE

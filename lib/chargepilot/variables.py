@@ -49,6 +49,8 @@ _MUT_NAMES = {_RO: "ReadOnly", _RW: "ReadWrite", _WO: "WriteOnly"}
 
 # The network profile slots (valuesList of NetworkConfigurationPriority; netprofile.py).
 NETWORK_SLOTS = "1,2,3"
+# valuesList of the SampledDataCtrlr measurand lists (meter.MEASURANDS)
+MEASURANDS = "Energy.Active.Import.Register,Current.Import,Current.Offered,Power.Offered"
 
 TABLE = (
     # OCPPCommCtrlr (Part 2 §2, Part 4 §8)
@@ -127,6 +129,17 @@ TABLE = (
      "integer", _RO, 8192, 1, 65536, 0),
     ("BytesPerMessageSetVariables", "DeviceDataCtrlr", "BytesPerMessage", "SetVariables",
      "integer", _RO, 8192, 1, 65536, 0),
+    # SampledDataCtrlr (J01/J02, meter.py): measurands of TransactionEvents; hi 1 =
+    # the list may be empty (nothing sampled)
+    ("TxStartedMeasurands", "SampledDataCtrlr", "TxStartedMeasurands", None,
+     "MemberList", _RW, "Energy.Active.Import.Register", MEASURANDS, 1, _PERSIST),
+    ("TxUpdatedMeasurands", "SampledDataCtrlr", "TxUpdatedMeasurands", None,
+     "MemberList", _RW, "Energy.Active.Import.Register,Current.Import,Current.Offered",
+     MEASURANDS, 1, _PERSIST),
+    ("TxEndedMeasurands", "SampledDataCtrlr", "TxEndedMeasurands", None,
+     "MemberList", _RW, "Energy.Active.Import.Register", MEASURANDS, 1, _PERSIST),
+    ("TxUpdatedInterval", "SampledDataCtrlr", "TxUpdatedInterval", None,
+     "integer", _RW, 60, 0, 86400, _PERSIST),
 )
 
 # Extra characteristic the device model reports: Entries.maxLimit (profiles at most).
@@ -202,6 +215,8 @@ def parse_value(row, text):
             raise ValueRejected("InvalidValue", "Identity must not contain ':'")
         return text
     if typ == "MemberList":
+        if hi == 1 and not text.strip():
+            return ""
         allowed = lo.split(",")
         parts = [p.strip() for p in text.split(",")]
         for p in parts:
@@ -288,6 +303,11 @@ class DeviceModel:
         # key -> fn(value) raising ValueRejected: extra SetVariables checks (the agent's)
         self.checks = {}
         self.problems = []  # what load() had to set aside (for logs and tests)
+        # optional provider of EVSE/connector-scoped read-only variables (rows made on
+        # demand, nothing kept per EVSE): .find(component name, evse dict, variable dict)
+        # -> (row, None) | (None, status), .rows() -> (row, evse_id, connector_id)...,
+        # .value(key) for a row's key (availability.Scoped)
+        self.scope = None
         if fixed:
             for k in fixed:
                 if k not in self._rows:
@@ -307,7 +327,12 @@ class DeviceModel:
         r = self._readers.get(key)
         if r is not None:
             return r()
-        return self._values[key]
+        try:
+            return self._values[key]
+        except KeyError:
+            if self.scope is None:
+                raise
+        return self.scope.value(key)  # a scoped row's key
 
     def set_reader(self, key, fn):
         """Let `fn()` supply the value of a read-only `key` (e.g. Entries from the store)."""
@@ -476,6 +501,8 @@ class DeviceModel:
         if type(component) is not dict or type(variable) is not dict:
             return None, "UnknownComponent"
         cname = component.get("name")
+        if "evse" in component and "instance" not in component and self.scope is not None:
+            return self.scope.find(cname, component["evse"], variable)
         if cname not in self.components or "instance" in component or "evse" in component:
             return None, "UnknownComponent"
         row = self._by_name.get((cname, variable.get("name"), variable.get("instance")))

@@ -2,14 +2,10 @@
 # Do not edit: run `python tools/gen_schemas.py`. Node layout: see tools/gen_schemas.py.
 # Source: TransactionEventRequest.json
 N = (
-    "OcustomData=1,eventType=eEnded|Started|Updated!,meterValue=a1;;2,timestamp=t!,triggerReason=eAuthorized|CablePluggedIn|ChargingRateChanged|ChargingStateChanged|Deauthorized|EnergyLimitReached|EVCommunicationLost|EVConnectTimeout|MeterValueClock|MeterValuePeriodic|TimeLimitReached|Trigger|UnlockCommand|StopAuthorized|EVDeparted|EVDetected|RemoteStop|RemoteStart|AbnormalCondition|SignedDataReceived|ResetCommand!,seqNo=i!,offline=b,numberOfPhasesUsed=i,cableMaxCurrent=i,reservationId=i,transactionInfo=6!,evse=7,idToken=8",
+    "OcustomData=1,eventType=eEnded|Started|Updated!,meterValue=a1;;_MeterValue,timestamp=t!,triggerReason=eAuthorized|CablePluggedIn|ChargingRateChanged|ChargingStateChanged|Deauthorized|EnergyLimitReached|EVCommunicationLost|EVConnectTimeout|MeterValueClock|MeterValuePeriodic|TimeLimitReached|Trigger|UnlockCommand|StopAuthorized|EVDeparted|EVDetected|RemoteStop|RemoteStart|AbnormalCondition|SignedDataReceived|ResetCommand!,seqNo=i!,offline=b,numberOfPhasesUsed=i,cableMaxCurrent=i,reservationId=i,transactionInfo=2!,evse=3,idToken=4",
     "ovendorId=s255!",
-    "OcustomData=1,sampledValue=a1;;3!,timestamp=t!",
-    "OcustomData=1,value=n!,context=eInterruption.Begin|Interruption.End|Other|Sample.Clock|Sample.Periodic|Transaction.Begin|Transaction.End|Trigger,measurand=eCurrent.Export|Current.Import|Current.Offered|Energy.Active.Export.Register|Energy.Active.Import.Register|Energy.Reactive.Export.Register|Energy.Reactive.Import.Register|Energy.Active.Export.Interval|Energy.Active.Import.Interval|Energy.Active.Net|Energy.Reactive.Export.Interval|Energy.Reactive.Import.Interval|Energy.Reactive.Net|Energy.Apparent.Net|Energy.Apparent.Import|Energy.Apparent.Export|Frequency|Power.Active.Export|Power.Active.Import|Power.Factor|Power.Offered|Power.Reactive.Export|Power.Reactive.Import|SoC|Voltage,phase=eL1|L2|L3|N|L1-N|L2-N|L3-N|L1-L2|L2-L3|L3-L1,location=eBody|Cable|EV|Inlet|Outlet,signedMeterValue=4,unitOfMeasure=5",
-    "OcustomData=1,signedMeterData=s2500!,signingMethod=s50!,encodingMethod=s50!,publicKey=s2500!",
-    "OcustomData=1,unit=s20,multiplier=i",
     "OcustomData=1,transactionId=s36!,chargingState=eCharging|EVConnected|SuspendedEV|SuspendedEVSE|Idle,timeSpentCharging=i,stoppedReason=eDeAuthorized|EmergencyStop|EnergyLimitReached|EVDisconnected|GroundFault|ImmediateReset|Local|LocalOutOfCredit|MasterPass|Other|OvercurrentFault|PowerLoss|PowerQuality|Reboot|Remote|SOCLimitReached|StoppedByEV|TimeLimitReached|Timeout,remoteStartId=i",
     "OcustomData=1,id=i!,connectorId=i",
-    "OcustomData=1,additionalInfo=a1;;9,idToken=s36!,type=eCentral|eMAID|ISO14443|ISO15693|KeyCode|Local|MacAddress|NoAuthorization!",
+    "OcustomData=1,additionalInfo=a1;;5,idToken=s36!,type=eCentral|eMAID|ISO14443|ISO15693|KeyCode|Local|MacAddress|NoAuthorization!",
     "OcustomData=1,additionalIdToken=s36!,type=s50!",
 )

@@ -29,4 +29,5 @@ ACTIONS = (
     "GetBaseReport",
     "NotifyReport",
     "SetNetworkProfile",
+    "MeterValues",
 )
