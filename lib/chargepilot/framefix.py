@@ -221,9 +221,30 @@ class PeriodScan:
         self._tail = buf[-(len(A) - 1) :]
 
 
+async def dispatch_failed(r, text, e):
+    """Rpc `r`'s reader after a frame failed with `e`: logged (if memory allows),
+    a CALL out of memory answered InternalError; the reader goes on."""
+    r._log_safe("frame dropped", e)
+    if type(e) is MemoryError:
+        try:
+            got = _salvage(text)
+            text = None
+            if got is not None and got[0] == _CALL:
+                await r._error(got[1], errors.INTERNAL_ERROR, "out of memory handling the frame")
+        except Exception:
+            pass
+
+
 async def too_big(r, e):
     """Answer a message the WebSocket did not keep (MessageTooBig) for Rpc `r`: its
-    id and action come from its first bytes, never from parsing it."""
+    id and action come from its first bytes, never from parsing it. Never raises."""
+    try:
+        await _too_big(r, e)
+    except Exception as x:
+        r._log_safe("frame not answered", x)
+
+
+async def _too_big(r, e):
     raw = bytes(e.head)
     for k in range(len(raw)):  # ids and actions are ASCII: cut before anything else
         if raw[k] >= 0x80:

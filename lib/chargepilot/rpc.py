@@ -32,10 +32,11 @@ CALLERROR = const(4)
 _TAG = "rpc"
 _MAX_ID = const(36)
 _MAX_DESC = const(255)
-# Follow-up work (reports after a GetChargingProfiles answer) waiting to run, at
-# most; one runs at a time (our CALLs go out one by one anyway). A CALL whose
-# follow-up finds the queue full is answered with a CALLERROR instead (handlers
-# that return follow-ups only read: nothing was accepted).
+# Follow-up work (reports after a GetChargingProfiles answer) alive at once, at
+# most; they queue for the one outstanding CALL (call()'s lock), so at most this
+# many reports are built and waiting. A CALL whose follow-up finds them all taken
+# is answered with a CALLERROR instead (handlers that return follow-ups only
+# read: nothing was accepted).
 MAX_FOLLOW_UPS = const(4)
 # Older spellings accepted in CALLERRORs we receive; we always send the Ed.3 ones.
 _ALIASES = {
@@ -181,8 +182,7 @@ class Rpc:
         # keep (MessageTooBig): `scan` is what the socket's scanner counted in it
         self.oversize = oversize
         self.max_bytes = max_bytes  # the size limit named in the CALLERROR (BytesPerMessage)
-        self._follow = []  # (action, fn) follow-ups waiting (at most MAX_FOLLOW_UPS)
-        self._follow_task = None
+        self._follow = 0  # follow-ups started and not finished (at most MAX_FOLLOW_UPS)
         if id_prefix is None:
             id_prefix = "".join("%02x" % b for b in os.urandom(6))
         if type(id_prefix) is not str or not 0 < len(id_prefix) <= 16:
@@ -230,8 +230,7 @@ class Rpc:
                 self._frame("out", text)
                 try:
                     await self.ws.send(text)
-                except ValueError as e:  # not Unicode text (wsframe.encode): never sendable
-                    self.log.error(_TAG, "%s %s not sent: %s" % (action, mid, e))
+                except ValueError:  # not Unicode text (wsframe.encode): never sendable
                     raise
                 except Exception as e:
                     raise Disconnected("%s not sent: %s" % (action, e))
@@ -260,11 +259,6 @@ class Rpc:
         self._answer = answer
         if self._event is not None:
             self._event.set()
-
-    def _bad_answer(self, kind, mid, code, description):
-        from chargepilot import framefix
-
-        framefix.bad_answer(self, kind, mid, code, description)
 
     def _on_answer(self, msg):
         kind = msg[0]
@@ -300,27 +294,16 @@ class Rpc:
                     if not hasattr(e, "scan"):
                         self._log_safe("connection ended", e)
                         return
-                    # framefix.MessageTooBig: read off the wire, not kept: answer, go on
-                    try:
-                        from chargepilot import framefix
+                    from chargepilot import framefix  # MessageTooBig: read, not kept
 
-                        await framefix.too_big(self, e)
-                    except Exception as e2:
-                        self._log_safe("frame not answered", e2)
+                    await framefix.too_big(self, e)
                     continue
                 try:
                     await dispatch(text)
-                except MemoryError as e:  # never let one frame end the reader
-                    self._log_safe("frame dropped", e)
-                    try:
-                        got = _salvage(text)
-                        if got is not None and got[0] == CALL:
-                            text = None
-                            await self._error(got[1], errors.INTERNAL_ERROR, "out of memory handling the frame")
-                    except Exception:
-                        pass
                 except Exception as e:  # never let one frame end the reader
-                    self._log_safe("frame dropped", e)
+                    from chargepilot import framefix
+
+                    await framefix.dispatch_failed(self, text, e)
                 text = None  # not kept while waiting for the next frame
         finally:
             self.closed = True
@@ -362,7 +345,9 @@ class Rpc:
                 return got[1], e.code, e.description
             if got is None:
                 return "-1", e.code, e.description
-            self._bad_answer(got[0], got[1], e.code, e.description)
+            from chargepilot import framefix
+
+            framefix.bad_answer(self, got[0], got[1], e.code, e.description)
             return None
         except MemoryError:
             got = _salvage(text)
@@ -374,7 +359,9 @@ class Rpc:
             if got is not None and got[0] == CALL:
                 return got[1], E.FORMAT_VIOLATION, "CALL is not valid JSON"
             if got is not None and (got[0] == CALLRESULT or got[0] == CALLERROR):
-                self._bad_answer(got[0], got[1], E.FORMAT_VIOLATION, "answer is not valid JSON")
+                from chargepilot import framefix
+
+                framefix.bad_answer(self, got[0], got[1], E.FORMAT_VIOLATION, "answer is not valid JSON")
                 return None
             return "-1", E.RPC_FRAMEWORK_ERROR, "frame is not valid JSON"
         if type(msg) is not list or not msg:
@@ -445,35 +432,26 @@ class Rpc:
                 self.log.error(_TAG, "invalid %sResponse not sent: %s" % (action, e))
                 await self._error(mid, errors.INTERNAL_ERROR, "%sResponse failed validation" % action)
                 return
-            if after is not None and len(self._follow) >= MAX_FOLLOW_UPS:
+            if after is not None and self._follow >= MAX_FOLLOW_UPS:
                 await self._error(mid, errors.GENERIC_ERROR, "busy: earlier reports still waiting; try later")
                 return
             await self._send([CALLRESULT, mid, resp])
             if after is not None:
-                self._follow.append((action, after))
-                if self._follow_task is None:  # kept: CPython holds only weak references
-                    self._follow_task = asyncio.create_task(self._follow_ups())
+                self._follow += 1
+                asyncio.create_task(self._after(action, after))
         except Exception as e:
             self._log_safe("%s answer not sent" % action, e)
         finally:
             if counted:
                 self._running.discard(asyncio.current_task())
 
-    async def _follow_ups(self):
-        """Run the queued follow-ups one after the other."""
-        try:
-            while self._follow:
-                action, fn = self._follow.pop(0)
-                await self._after(action, fn)
-                fn = None
-        finally:
-            self._follow_task = None
-
     async def _after(self, action, fn):
         try:
             await fn()
         except Exception as e:
             self.log.exception(_TAG, "follow-up of %s failed" % action, e)
+        finally:
+            self._follow -= 1
 
     # ------------------------------------------------------------ writing
 
