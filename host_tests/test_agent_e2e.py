@@ -12,6 +12,7 @@ import time
 import pytest
 
 from csms_fixture import RUNTIMES, agent_factory, csms_factory  # noqa: F401
+from chargepilot import recfile  # noqa: E402 (settings.json is a framed record)
 
 FAST = {"RetryBackOffWaitMinimum": "0", "RetryBackOffRandomRange": "0",
         "MessageTimeout": "5"}
@@ -90,8 +91,8 @@ def test_boot_heartbeat_variables_and_restart(csms_factory, agent_factory, runti
     back = csms.call(sid, "GetVariables", {"getVariableData": [
         var("OCPPCommCtrlr", "OfflineThreshold"), var("OCPPCommCtrlr", "WebSocketPingInterval")]})
     assert [r["attributeValue"] for r in back["getVariableResult"]] == ["123", "60"]
-    with open(os.path.join(state, "settings.json")) as f:
-        assert json.load(f)["values"]["OCPPCommCtrlr/OfflineThreshold"] == "123"
+    with open(os.path.join(state, "settings.json"), "rb") as f:
+        assert json.loads(recfile.unframe(f.read()))["values"]["OCPPCommCtrlr/OfflineThreshold"] == "123"
 
     assert ag.stop(signal.SIGTERM) == 0, ag.log
     assert "exit" in ag.log

@@ -14,7 +14,7 @@ import os
 import simcsms
 from devtest import run, tmpdir
 
-from chargepilot import availability, reset, validate
+from chargepilot import availability, recfile, reset, validate
 
 FAST = {"TxUpdatedInterval": 0}
 
@@ -111,8 +111,9 @@ async def _inoperative_evse_is_unavailable_paused_and_starts_no_transaction():
                                                         "idToken": {"idToken": "a", "type": "Central"}})
         assert resp["status"] == "Rejected", resp
         # persisted
-        with open(r.state + "/" + availability.FILE) as f:
-            assert json.load(f) == {"version": 1, "station": True, "evse": {"1": False}}
+        with open(r.state + "/" + availability.FILE, "rb") as f:  # a framed record (recfile.py)
+            assert json.loads(recfile.unframe(f.read())) == {"version": 1, "station": True,
+                                                              "evse": {"1": False}}
         # G03: Operative brings it back; the plugged EV starts a transaction
         resp = await r.call("ChangeAvailability", {"operationalStatus": "Operative",
                                                    "evse": {"id": 1, "connectorId": 1}})

@@ -258,9 +258,9 @@ def test_safe_and_watchdog():
     b.safe()
     assert machine.pins[26].value() == 0
     assert machine.pwms[25].duty_u16() == 65535
-    # relay opened before the pilot changed
+    # issue 10 item 5: the pilot stops offering current first, then the relay opens
     tail = machine.events[-2:]
-    assert tail == [("pin", 26, 0), ("pwm", 25, 65535)]
+    assert tail == [("pwm", 25, 65535), ("pin", 26, 0)]
     assert machine.wdts == []
     b.feed_watchdog()  # no watchdog yet: nothing to feed
     b.start_watchdog(8000)
@@ -348,3 +348,264 @@ def test_board_json_matches_boot_defaults():
     assert g["_RELAYS"] == tuple(e["relay_pin"] for e in evses)
     assert g["_PILOTS"] == tuple(e["cp_pwm_pin"] for e in evses if e.get("mode", "pilot") == "pilot")
     assert g["_RELAY_ACTIVE_HIGH"] is DEFAULT_JSON["relay_active_high"]
+
+
+# ---------------------------------------------------------------- issue 10 items 5 and 6
+
+def _offer(u16):
+    """Current (tenths of A) the EV decodes from a duty_u16 written on the ESP32."""
+    return pilot.decode_u16(u16)
+
+
+def _check_step(before, evs):
+    """The IEC 61851-1 / issue 10 rule, checked on the machine writes of one
+    set_output: (a) the relay never closes while the pilot offers nothing;
+    (b) when the relay opens in the same step as the pilot moves, a pilot that
+    offers less moves first and a pilot that offers more moves after; (c) when
+    the relay closes, the pilot moved first."""
+    duty, relay = before
+    pin_at = pwm_at = None
+    old_offer = _offer(duty)
+    for i, (kind, pid, v) in enumerate(evs):
+        if kind == "pwm" and pid == 25:
+            duty = v
+            pwm_at = i
+        elif kind == "pin" and pid == 26:
+            if v == 1 and relay == 0:
+                assert _offer(duty) > 0, "relay closed while the pilot offers nothing: %r" % evs
+            relay = v
+            pin_at = i
+    if pin_at is not None and pwm_at is not None:
+        new_offer = _offer(duty)
+        closes = evs[pin_at][2] == 1
+        if closes or new_offer > old_offer:
+            assert pwm_at < pin_at if closes else pin_at < pwm_at, evs
+        else:
+            assert pwm_at < pin_at, "relay opened before the pilot was lowered: %r" % evs
+    return duty, relay
+
+
+def _scenario(b, clock, line):
+    """A charge session with every kind of output change; yields nothing,
+    checks every set_output's writes with _check_step."""
+    state = (machine.pwms[25].duty_u16(), machine.pins[26].value())
+    seen = set()
+
+    def go(limit, n=4, ms=100, available=True):
+        nonlocal state
+        for _ in range(n):
+            k = len(machine.events)
+            b.set_output(1, limit, available)
+            evs = machine.events[k:]
+            for ev in evs:
+                seen.add(ev[0])
+            state = _check_step(state, evs)
+            clock.advance(ms)
+
+    go(160)
+    line.state = "B"
+    go(160, n=60)  # B2: PWM on, relay open
+    line.state = "C"
+    go(160)  # relay closes (the PWM was already on)
+    go(100)  # reduction while charging
+    go(200, n=60)  # increase while charging (rate-limited: 5 s)
+    go(0, n=70)  # a pause: pilot first, relay after the 6 s grace (EV still in C)
+    go(160, n=60)  # resume in C: the pilot offers current, then the relay closes
+    line.state = "B"
+    go(160, n=1, ms=30)  # first read of B: candidate only
+    go(0, n=1)  # B confirmed in the same step as the stop: pilot, then relay
+    go(160, n=60)
+    line.state = "C"
+    go(160, n=10)
+    go(100, n=60)  # a reduction, then the 5 s increase interval passes
+    line.state = "B"
+    go(100, n=1, ms=30)
+    go(200, n=1)  # the EV leaves C as the limit rises: relay open, then the pilot up
+    line.state = "C"
+    go(200, n=10)
+    go(160, n=1, available=False)  # ChangeAvailability: F, pilot then relay
+    go(160, n=60)
+    go(160, n=60)
+    line.diode = False  # fault E: steady +12 V, then the relay opens
+    go(160, n=10)
+    line.state = "A"
+    line.diode = True
+    go(160, n=10)
+    return seen
+
+
+def test_output_sequence_on_every_change():
+    b, clock, line = make(pp_ohm=220)
+    seen = _scenario(b, clock, line)
+    assert seen == {"pin", "pwm"}
+    assert machine.pins[26].value() == 0
+
+
+def test_clean_stop_pauses_the_pilot_then_opens_the_relay():
+    b, clock, line = make(pp_ohm=220)
+    line.state = "C"
+    steps(b, clock, 320, n=6)
+    assert machine.pins[26].value() == 1
+    line.state = "B"  # the EV stops ...
+    b.set_output(1, 320)  # (first read of B: not yet confirmed)
+    clock.advance(30)
+    k = len(machine.events)
+    b.set_output(1, 0)  # ... in the same step as the station stops
+    evs = machine.events[k:]
+    assert evs == [("pwm", 25, 65535), ("pin", 26, 0)], evs
+
+
+def test_the_sequence_is_the_shared_one(monkeypatch):
+    """The ESP32 board drives its outputs through chargepilot.pilot.apply:
+    reversing the order there breaks the ESP32 board's sequence."""
+    calls = []
+    orig = pilot.apply
+
+    def spy(*a):
+        calls.append(a[3:])
+        return orig(*a)
+
+    monkeypatch.setattr(pilot, "apply", spy)
+    b, clock, line = make()
+    line.state = "C"
+    steps(b, clock, 160)
+    # the step that closed the relay: (old duty, new duty, relay) went through apply
+    assert (pilot.STEADY_HIGH, pilot.duty_for(160)[0], True) in calls
+
+    def reversed_apply(set_pilot, set_relay, evse_id, old_bp, bp, relay):
+        set_relay(evse_id, relay)
+        return set_pilot(evse_id, bp)
+
+    monkeypatch.setattr(pilot, "apply", reversed_apply)
+    machine.reset_fake()
+    b, clock, line = make()
+    with pytest.raises(AssertionError):
+        _scenario(b, clock, line)
+
+
+def _charging(pp_ohm=220):
+    b, clock, line = make(pp_ohm=pp_ohm)
+    line.state = "C"
+    steps(b, clock, 160)
+    assert machine.pins[26].value() == 1
+    b.start_guard()
+    t = machine.timers[0]
+    assert t.mode == machine.Timer.PERIODIC and t.period == b.cfg["guard_ms"] == 20
+    return b, clock, line, t
+
+
+def test_guard_opens_the_relay_from_the_timer():
+    b, clock, line, t = _charging()
+    reads = machine.adcs[36].reads
+    t.fire()  # still C: two bursts at most, nothing moves
+    assert machine.pins[26].value() == 1 and b.guard_trips == 0
+    assert machine.adcs[36].reads - reads == 100
+    k = len(machine.events)
+    line.state = "B"
+    t.fire()  # C -> B: confirmed by a second burst in the same callback, relay open now
+    assert machine.events[k:] == [("pin", 26, 0)]  # the pilot stays on (B2)
+    assert b.guard_trips == 1
+    # the control step agrees and never closes it again
+    assert b.set_output(1, 160) == (160, "B", False)
+    assert machine.pins[26].value() == 0
+    reads = machine.adcs[36].reads
+    t.fire()  # relay open: the guard does not sample at all
+    assert machine.adcs[36].reads == reads
+    b.stop_guard()
+    assert t.callback is None
+
+
+def test_guard_ignores_a_single_bad_burst():
+    b, clock, line, t = _charging()
+    src = line.__call__
+    n = [0]
+
+    def one_bad_burst():
+        n[0] += 1
+        line.state = "B" if n[0] <= 100 else "C"
+        return src()
+
+    machine.adcs[36].source = one_bad_burst
+    t.fire()
+    assert machine.pins[26].value() == 1 and b.guard_trips == 0
+
+
+def test_guard_trips_on_a_missing_diode_and_latches():
+    b, clock, line, t = _charging()
+    line.diode = False
+    t.fire()
+    assert machine.pins[26].value() == 0
+    assert b.set_output(1, 160)[1:] == ("E", False)
+    assert machine.pwms[25].duty_u16() == 65535
+
+
+def test_guard_during_set_output_wins():
+    """The timer callback runs between bytecodes: here in the middle of
+    set_output's CP burst (the state read says C, the EV has left). The
+    relay must end open."""
+    b, clock, line, t = _charging()
+    src = line.__call__
+    n = [0]
+
+    def burst_then_guard():
+        n[0] += 1
+        if n[0] == 50:
+            line.state = "B"
+            t.fire()
+            line.state = "C"  # the rest of this burst still reads C
+        return src()
+
+    machine.adcs[36].source = burst_then_guard
+    out = b.set_output(1, 160)
+    assert b.guard_trips == 1
+    assert out[2] is False and machine.pins[26].value() == 0
+
+
+def test_guard_between_the_decision_and_the_outputs_wins():
+    """The callback runs after set_output read C and decided "relay closed",
+    before it drives the outputs: the relay must not be closed again."""
+    b, clock, line, t = _charging()
+    e = b._evses[0]
+    orig = e.out.update
+
+    def update(*a):
+        r = orig(*a)
+        line.state = "B"
+        t.fire()
+        return r
+
+    e.out.update = update
+    k = len(machine.events)
+    out = b.set_output(1, 160)
+    assert b.guard_trips == 1
+    assert out[2] is False and machine.pins[26].value() == 0
+    assert out[1] == "B"
+    assert machine.events[k:] == [("pin", 26, 0)]  # not even a pulse of the coil after the trip
+
+
+def test_guard_during_the_close_wins(monkeypatch):
+    """The callback runs right after the relay pin was written closed (the EV
+    left C at that moment): set_output must end with the relay open and say so."""
+    b, clock, line = make()
+    b.start_guard()
+    t = machine.timers[0]
+    line.state = "C"
+    orig = machine.Pin.value
+    fired = []
+
+    def value(self, *a):
+        r = orig(self, *a)
+        if self.id == 26 and a and a[0] == 1 and not fired:
+            fired.append(1)
+            line.state = "B"
+            t.fire()
+        return r
+
+    monkeypatch.setattr(machine.Pin, "value", value)
+    for _ in range(10):
+        out = b.set_output(1, 160)
+        clock.advance(100)
+        if fired:
+            break
+    assert fired and b.guard_trips == 1
+    assert machine.pins[26].value() == 0 and out[2] is False

@@ -15,7 +15,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = ("boards/esp32_devkitc/board.py", "firmware/boot.py")
 # machine classes whose instances the sources call methods on
-INSTANCE_CLASSES = ("Pin", "PWM", "ADC", "WDT")
+INSTANCE_CLASSES = ("Pin", "PWM", "ADC", "WDT", "Timer")
 
 
 def _stub_path():

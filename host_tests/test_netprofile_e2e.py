@@ -16,6 +16,7 @@ import socket
 import pytest
 
 from csms_fixture import RUNTIMES, agent_factory, csms_factory  # noqa: F401
+from chargepilot import recfile  # noqa: E402 (settings.json is a framed record)
 
 PW = "network-profile-pass-1"
 FAST = {"RetryBackOffWaitMinimum": "0", "RetryBackOffRandomRange": "0", "MessageTimeout": "5",
@@ -60,8 +61,8 @@ def online(csms, connects, action="StatusNotification", count=None):
 
 
 def settings(state):
-    with open(os.path.join(state, "settings.json")) as f:
-        return json.load(f)
+    with open(os.path.join(state, "settings.json"), "rb") as f:
+        return json.loads(recfile.unframe(f.read()))  # the framed record (recfile.py)
 
 
 def dead_url():

@@ -24,6 +24,7 @@ import pytest
 
 import csms_server
 from csms_fixture import RUNTIMES, agent_factory, csms_factory  # noqa: F401
+from chargepilot import recfile  # noqa: E402 (settings.json is a framed record)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT = [sys.executable, os.path.join(ROOT, "tools", "agent")]
@@ -146,8 +147,8 @@ def no_secrets(*agents):
 
 
 def settings(state):
-    with open(os.path.join(state, "settings.json")) as f:
-        return json.load(f)
+    with open(os.path.join(state, "settings.json"), "rb") as f:
+        return json.loads(recfile.unframe(f.read()))  # the framed record (recfile.py)
 
 
 # ---------------------------------------------------------------- profile 2

@@ -19,6 +19,7 @@ import pytest
 
 from chargepilot import smart
 from csms_fixture import RUNTIMES, agent_factory, check_agent_frames, csms_factory  # noqa: F401
+from chargepilot import recfile  # noqa: E402 (settings.json is a framed record)
 
 FAST = {"RetryBackOffWaitMinimum": "0", "RetryBackOffRandomRange": "0", "MessageTimeout": "5"}
 UTC = datetime.timezone.utc
@@ -844,10 +845,13 @@ def test_external_limit_notified_capped_and_released(rig, tmp_path):
     csms.wait_for(lambda: csms.calls("NotifyChargingLimit"), 10)
     t_seen = time.monotonic()
     n = csms.calls("NotifyChargingLimit")[0]
-    assert n.payload == {
+    got_n = json.loads(json.dumps(n.payload))
+    # the instant the limit was set (issue 10 item 7 on branch output), never the epoch
+    start = got_n["chargingSchedule"][0].pop("startSchedule")
+    assert start > "2026-01-01T00:00:00Z", start
+    assert got_n == {
         "chargingLimit": {"chargingLimitSource": "EMS"}, "evseId": 1,
         "chargingSchedule": [{"id": 1, "chargingRateUnit": "A",
-                              "startSchedule": "0001-01-01T00:00:00Z",
                               "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10}]}]}
     # while it lasts: the composite of EVSE 1 (and of the station) is capped at 10 A
     for evse in (1, 0):
@@ -929,8 +933,8 @@ def test_smart_charging_variables_read_set_and_persisted(rig):
                ("NotifyChargingLimitWithSchedules", "Accepted", "true"),
                ("Phases3to1", "Accepted", "false")]
     assert rig.get_vars(items) == changed
-    with open(os.path.join(rig.state, "settings.json")) as f:
-        stored = json.load(f)["values"]
+    with open(os.path.join(rig.state, "settings.json"), "rb") as f:
+        stored = json.loads(recfile.unframe(f.read()))["values"]
     assert stored["SmartChargingCtrlr/Enabled"] == "false"
     assert stored["SmartChargingCtrlr/LimitChangeSignificance"] == "2.5"
 

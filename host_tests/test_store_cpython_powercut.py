@@ -55,17 +55,89 @@ def state(records):
     return {r["chargingProfile"]["id"]: r for r in records}
 
 
+class Durability:
+    """What a power cut keeps of the directory tree `root` (issue 11 item 7:
+    a cut model in which an unsynced write can be lost).
+
+    The model of a journaling file system with a volatile page cache (ext4
+    data=ordered, the host's): file data is durable once the file was fsynced
+    (by inode: it follows a rename); a directory entry (create, rename,
+    remove) is durable once its directory was fsynced. At `crash()` the tree
+    is rewritten to what is durable: a renamed file whose data was never
+    synced is there but empty, a rename or remove whose directory was never
+    synced is undone, an unsynced append is lost. Directories themselves
+    (mkdir) count as durable at once. Everything under `root` when the model
+    starts is durable."""
+
+    def __init__(self, root):
+        self.root = os.path.abspath(root)
+        self.data = {}  # inode -> bytes (durable content)
+        self.dirs = {}  # directory path -> {name: inode} (durable entries)
+        for d, subdirs, files in os.walk(self.root):
+            ents = {}
+            for n in files:
+                p = os.path.join(d, n)
+                ino = os.stat(p).st_ino
+                with open(p, "rb") as f:
+                    self.data[ino] = f.read()
+                ents[n] = ino
+            self.dirs[d] = ents
+
+    def _mine(self, path):
+        return path == self.root or path.startswith(self.root + os.sep)
+
+    def fsync(self, fd):
+        """Called after a successful os.fsync(fd)."""
+        import stat as stat_
+
+        try:
+            path = os.readlink("/proc/self/fd/%d" % fd)
+        except OSError:
+            return
+        if not self._mine(path):
+            return
+        st_ = os.fstat(fd)
+        if stat_.S_ISDIR(st_.st_mode):
+            ents = {}
+            for n in os.listdir(path):
+                p = os.path.join(path, n)
+                if os.path.isfile(p):
+                    ents[n] = os.stat(p).st_ino
+            self.dirs[path] = ents
+        else:
+            with open(path, "rb") as f:
+                self.data[st_.st_ino] = f.read()
+
+    def crash(self):
+        """The power goes: the tree keeps only what was durable."""
+        for d, _subdirs, files in os.walk(self.root):
+            ents = self.dirs.get(d, {})
+            keep = {}
+            for n, ino in ents.items():
+                keep[n] = self.data.get(ino, b"")  # never synced: no data
+            for n in files:
+                os.remove(os.path.join(d, n))
+            for n, data in keep.items():
+                with open(os.path.join(d, n), "wb") as f:
+                    f.write(data)
+
+
 class OsCutter:
     """Counts every mutating OS call (open for writing, each write, fsync,
     replace/rename, remove). At step `k` it either raises OSError and keeps
     failing ("fail": the agent lives on) or the power goes ("cut"), possibly
-    after half of the data of that write landed ("torn")."""
+    after half of the data of that write landed ("torn").
 
-    def __init__(self, monkeypatch, k=None, mode="cut"):
+    `root` (optional): the tree under test gets a Durability model; call
+    `crash()` after a cut (or after an operation returned, to check it was
+    made durable): what was not fsynced is lost."""
+
+    def __init__(self, monkeypatch, k=None, mode="cut", root=None):
         self.k = k
         self.mode = mode
         self.steps = 0
         self.dead = False
+        self.model = Durability(root) if root is not None else None
         real_open = builtins.open
         cutter = self
 
@@ -110,8 +182,22 @@ class OsCutter:
             monkeypatch.setattr(os, name, fn)
 
         monkeypatch.setattr(builtins, "open", fake_open)
-        for name in ("replace", "rename", "remove", "fsync", "mkdir"):
+        for name in ("replace", "rename", "remove", "mkdir"):
             wrap(name)
+        real_fsync = os.fsync
+
+        def fsync(fd):
+            cutter.step()
+            real_fsync(fd)
+            if cutter.model is not None:
+                cutter.model.fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+    def crash(self):
+        """The power is gone (call outside the monkeypatch context)."""
+        if self.model is not None:
+            self.model.crash()
 
     def _hits_next(self):
         return self.k is not None and self.steps == self.k
@@ -171,7 +257,7 @@ def sweep(top, op, after, mode):
         s = store.ProfileStore(d, 10)
         s.load()
         with pytest.MonkeyPatch.context() as mp:
-            OsCutter(mp, k, mode)
+            c = OsCutter(mp, k, mode, root=d)
             try:
                 op(s)
             except Cut:
@@ -179,10 +265,14 @@ def sweep(top, op, after, mode):
             except store.StoreError as e:
                 # a failed write is reported with the file it concerns
                 assert mode == "fail" and ".json" in str(e)
+        if mode != "fail":
+            c.crash()  # unsynced writes are lost (also after a completed op)
         records, problems = store.ProfileStore(d, 10).load()
         assert problems == [], (k, problems)
         got = state(records)
         assert got in (old, new), (k, sorted(got))
+        if not c.dead:  # the operation returned: it must survive a cut now
+            assert got == new, (k, sorted(got))
         outcomes.add("old" if got == old else "new")
         # negative ids are EMS records here: station-local limits, x<id>.json
         assert sorted(os.listdir(d)) == sorted(store.file_name(i, i < 0) for i in got)
@@ -326,7 +416,7 @@ def test_random_sequences_with_a_cut(tmp_path_factory, ops, cut_at, torn):
     model = {}
     allowed = None
     with pytest.MonkeyPatch.context() as mp:
-        c = OsCutter(mp, cut_at, "torn" if torn else "cut")
+        c = OsCutter(mp, cut_at, "torn" if torn else "cut", root=str(d))
         for op in ops:
             nxt = _model_step(model, op, 5)
             try:
@@ -335,6 +425,7 @@ def test_random_sequences_with_a_cut(tmp_path_factory, ops, cut_at, torn):
                 allowed = (model, nxt)
                 break
             model = nxt
+    c.crash()
     records, problems = store.ProfileStore(str(d), 5).load()
     assert problems == []
     got = state(records)

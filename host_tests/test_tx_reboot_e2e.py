@@ -75,11 +75,15 @@ def check_power_loss_ended(csms, tid, before):
     schema_validator("TransactionEventRequest").validate(end)
     assert end["triggerReason"] == "AbnormalCondition"
     assert end["transactionInfo"] == {"transactionId": tid, "stoppedReason": "PowerLoss"}
-    assert end["offline"] is True  # queued at boot, before the connection
+    assert end["offline"] is True  # the power loss happened while offline
     assert end["evse"] == {"id": 1, "connectorId": 1}
     seqs = [p["seqNo"] for p in before]
     assert seqs == list(range(len(seqs))), seqs  # the old sequence, as sent
     assert max(seqs) < end["seqNo"] <= max(seqs) + 8, (seqs, end["seqNo"])  # one block
+    # issue 11 item 8: never stamped before an event the CSMS already has
+    # (same RFC 3339 form on both sides: string order is time order)
+    last = max(p["timestamp"] for p in before)
+    assert end["timestamp"] >= last, (end["timestamp"], last)
     return end
 
 

@@ -6,9 +6,17 @@ Per EVSE (see README.md for the wiring and every board.json key):
 * CP sense: `machine.ADC` on ADC1 (GPIO 32-39; ADC2 is dead while Wi-Fi
   runs), read with `read_uv()` (factory-calibrated) in bursts of ~100;
 * relay (contactor) on a `machine.Pin` output; optional PP on ADC1;
-* `machine.WDT` once `start_watchdog()` is called (it cannot be stopped).
+* `machine.WDT` once `start_watchdog()` is called (it cannot be stopped);
+* the relay guard on a `machine.Timer` once `start_guard()` is called: every
+  `guard_ms` (20) its callback samples the CP of each EVSE whose relay is
+  closed and opens the relay at once when the EV left C (two back-to-back
+  bursts agree), whatever the asyncio loop is doing. ESP32 Timer callbacks
+  are soft: they run between bytecodes, so a long Python computation cannot
+  hold them off; a long C call (json.loads, a TLS handshake, a flash erase,
+  gc.collect) still can, for its duration.
 
-The decisions (duty maths, classification, debounce, relay timing) are in
+The decisions (duty maths, classification, debounce, relay timing, the order
+in which the pilot and the relay move, the guard's trip rule) are in
 `chargepilot.pilot`; this file only reads, scales and writes.
 """
 
@@ -39,6 +47,7 @@ DEFAULTS = {
     "debounce_fast_ms": 25,
     "stop_grace_ms": 6000,
     "pwm_increase_interval_ms": 5000,
+    "guard_ms": 20,
 }
 
 
@@ -126,6 +135,7 @@ def validate(raw):
     _int(cfg, "debounce_fast_ms", "", 0, 100)
     _int(cfg, "stop_grace_ms", "", 0, 10000)
     _int(cfg, "pwm_increase_interval_ms", "", 0, 60000)
+    _int(cfg, "guard_ms", "", 5, 50)
     if type(cfg["relay_active_high"]) is not bool:
         raise ConfigError("board.json: relay_active_high must be true or false")
     cs = cfg["cp_sense"]
@@ -197,10 +207,13 @@ class _Evse:
         self.adc = None
         self.pp = None
         self.relay = None
+        self.trips = 0  # relay guard trips (set_output compares it around a close)
+        self.guard_read = None  # bound by the Board: one CP burst -> state, for the guard
         if self.mode == "pilot":
             self.out = pilot.Output(cfg["stop_grace_ms"], cfg["pwm_increase_interval_ms"])
             self.deb = pilot.Debouncer(cfg["debounce_ms"], cfg["debounce_fast_ms"])
             self.buf = [0] * cfg["cp_sense"]["samples"]
+            self.gbuf = [0] * cfg["cp_sense"]["samples"]  # the guard's own: it may pre-empt a burst
         else:
             self.out = pilot.RelaySwitch(ev["relay_threshold_tenths"], ev["relay_min_switch_ms"],
                                          ev["relay_hysteresis_tenths"])
@@ -216,6 +229,8 @@ class Board:
         self._evses = [_Evse(ev, self.cfg) for ev in self.cfg["evses"]]
         self.evse_count = len(self._evses)
         self._wdt = None
+        self._timer = None
+        self.guard_trips = 0
         # Relays first (open), then the pilots at steady +12 V, then the inputs.
         for ev, e in zip(self.cfg["evses"], self._evses):
             e.relay = machine.Pin(ev["relay_pin"], machine.Pin.OUT, value=1 - self._on)
@@ -226,6 +241,7 @@ class Board:
                 e.adc = machine.ADC(machine.Pin(ev["cp_sense_pin"]), atten=machine.ADC.ATTN_11DB)
                 if ev["pp_pin"] is not None:
                     e.pp = machine.ADC(machine.Pin(ev["pp_pin"]), atten=machine.ADC.ATTN_11DB)
+                e.guard_read = self._guard_reader(e)
 
     def _evse(self, evse_id):
         if type(evse_id) is not int or not 1 <= evse_id <= self.evse_count:
@@ -252,15 +268,26 @@ class Board:
         if type(closed) is not bool:
             raise ValueError("board: relay state must be True or False, got %r" % (closed,))
         if closed != e.relay_closed:
-            e.relay.value(self._on if closed else 1 - self._on)
-            e.relay_closed = closed
+            if closed:
+                # flag first: a guard callback between the two lines sees it and may open
+                e.relay_closed = True
+                e.relay.value(self._on)
+            else:
+                e.relay.value(1 - self._on)
+                e.relay_closed = False
 
-    def cp_levels(self, evse_id):
+    def _open_relay(self, e):
+        """Open unconditionally (the guard, and set_output after a trip)."""
+        e.relay.value(1 - self._on)
+        e.relay_closed = False
+
+    def cp_levels(self, evse_id, buf=None):
         """One burst: (low_mv, high_mv) of the CP line."""
         e = self._evse(evse_id)
         cs = self.cfg["cp_sense"]
         zero, num, den = cs["zero_mv"], cs["gain_num"], cs["gain_den"]
-        buf = e.buf
+        if buf is None:
+            buf = e.buf
         adc = e.adc
         for i in range(len(buf)):
             buf[i] = (adc.read_uv() // 1000 - zero) * num // den
@@ -316,14 +343,16 @@ class Board:
             closed = e.out.update(lim if available else 0, now)
             self.set_relay(evse_id, closed)
             return (lim if closed else 0), ("C" if closed else "B"), closed
+        trips = e.trips
         state = self.pilot_state(evse_id)
         bp, _adv, relay = e.out.update(limit_tenths, rating, state, now, available)
-        if not relay:
-            self.set_relay(evse_id, False)  # open before the pilot changes
-        adv = self.set_pilot(evse_id, bp)
-        if relay:
-            self.set_relay(evse_id, True)
-        return adv, state, relay
+        if e.trips != trips:
+            relay = False  # the guard opened it since the state was read
+        adv = pilot.apply(self.set_pilot, self.set_relay, evse_id, e.duty, bp, relay)
+        if relay and e.trips != trips:
+            self._open_relay(e)  # the guard ran during the close: its word stands
+            relay = False
+        return adv, (state if e.trips == trips else e.deb.state), relay
 
     def meter_wh(self, evse_id):
         """This board has no energy meter: None (meter.py then reports only what the
@@ -334,20 +363,65 @@ class Board:
         return None
 
     def safe(self):
-        """Every relay open, every pilot steady +12 V (not ready, still lets us
-        see a plug). Never raises."""
+        """Every pilot steady +12 V (not ready, still lets us see a plug), then
+        every relay open: the sequence of chargepilot.pilot.apply. Never raises."""
         for e in self._evses:
             try:
-                self.set_relay(e.id, False)
-            except Exception as ex:  # keep going: the other EVSEs matter too
-                log.exception("board", "safe: relay %d" % e.id, ex)
-        for e in self._evses:
-            if e.mode == "pilot":
-                try:
-                    self.set_pilot(e.id, pilot.STEADY_HIGH)
+                if e.mode == "pilot":
+                    pilot.apply(self.set_pilot, self.set_relay, e.id, e.duty,
+                                pilot.STEADY_HIGH, False)
                     e.out.reset()
-                except Exception as ex:
-                    log.exception("board", "safe: pilot %d" % e.id, ex)
+                else:
+                    self.set_relay(e.id, False)
+            except Exception as ex:  # keep going: the relay and the other EVSEs matter too
+                log.exception("board", "safe: evse %d" % e.id, ex)
+                try:
+                    self._open_relay(e)
+                except Exception as ex2:
+                    log.exception("board", "safe: relay %d" % e.id, ex2)
+
+    # -- relay guard (machine.Timer) ------------------------------------
+    def _guard_reader(self, e):
+        def read():
+            low, high = self.cp_levels(e.id, e.gbuf)
+            return pilot.classify(high, low, pilot.diode_check_applies(e.duty))
+        return read
+
+    def guard(self, _timer=None):
+        """The timer callback: for every pilot EVSE whose relay is closed, open
+        it at once when two back-to-back CP bursts say the EV left C
+        (chargepilot.pilot.guard_trip). Cheap when every relay is open. Never
+        raises (an unreadable CP line opens the relay)."""
+        for e in self._evses:
+            if e.mode != "pilot" or not e.relay_closed:
+                continue
+            try:
+                r = pilot.guard_trip(e.guard_read, e.deb, e.out.ventilation)
+            except Exception:
+                r = "E"
+                try:
+                    e.deb.force("E")
+                except Exception:
+                    pass
+            if r is not None:
+                self._open_relay(e)
+                e.trips += 1
+                self.guard_trips += 1
+
+    def start_guard(self, period_ms=None):
+        """Run `guard` every `period_ms` (board.json guard_ms) from machine.Timer(0)."""
+        if period_ms is None:
+            period_ms = self.cfg["guard_ms"]
+        if type(period_ms) is not int or not 1 <= period_ms <= 50:
+            raise ValueError("board: guard period must be an int of 1..50 ms")
+        self.stop_guard()
+        self._timer = machine.Timer(0)
+        self._timer.init(mode=machine.Timer.PERIODIC, period=period_ms, callback=self.guard)
+
+    def stop_guard(self):
+        if self._timer is not None:
+            self._timer.deinit()
+            self._timer = None
 
     def start_watchdog(self, timeout_ms=None):
         if timeout_ms is None:

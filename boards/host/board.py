@@ -16,12 +16,22 @@ interface"), with the hardware replaced by:
   {"t": RFC 3339 from now_fn, "evse", "amps" (advertised A, 0 paused),
    "duty" (percent, 100 steady +12 V), "state", "relay", "duty_bp"}.
 
+The relay guard (`start_guard()`) emulates the ESP32's soft machine.Timer: a
+thread wakes every `guard_ms` and `micropython.schedule()`s `guard()`, which
+then runs between bytecodes of the main thread (on CPython the shim calls it
+from the thread, which the GIL lets in every switch interval, 5 ms, and a
+long C call holding the GIL keeps out, as on the ESP32). The unix port's
+asyncio waits in poll() without running scheduled callbacks, unlike the
+ESP32's; there a 1 ms pump task keeps the wait short.
+
 `now_fn()` returns the agent's wall time (int s since 2020-01-01Z) or an RFC
 3339 string; without it "t" is null. `ticks_ms` replaces time.ticks_ms.
 """
 
 import random
 import time
+
+import micropython
 
 from chargepilot import pilot
 
@@ -115,6 +125,8 @@ class _Evse:
         self.relay = False
         self.state = "A"
         self.adv = 0
+        self.trips = 0  # relay guard trips
+        self.opened_us = None  # time.ticks_us() of the last relay opening (benchmarks)
         if self.mode == "pilot":
             self.out = pilot.Output(stop_grace_ms, min_increase_ms)
             self.deb = pilot.Debouncer(debounce_ms, fast_ms)
@@ -157,6 +169,13 @@ class Board:
         self.watchdog_ms = None
         self.watchdog_feeds = 0
         self._fed_at = None
+        self._gbuf = [0] * samples  # the guard's own burst buffer
+        self._guard_on = False
+        self.guard_ms = None
+        self.guard_runs = 0
+        self.guard_trips = 0
+        self._sched_us = None  # ticks_us of the oldest schedule() not yet run
+        self.guard_wait_max_us = 0  # longest wait of a scheduled guard (benchmarks)
 
     def close(self):
         if self._log is not None:
@@ -221,11 +240,20 @@ class Board:
             raise ValueError("board: relay state must be True or False, got %r" % (closed,))
         if closed != e.relay:
             e.relay = closed
+            if not closed:
+                e.opened_us = time.ticks_us()
             self._record(e)
 
-    def _cp_burst(self, e):
+    def _open_relay(self, e):
+        if e.relay:
+            e.relay = False
+            e.opened_us = time.ticks_us()
+            self._record(e)
+
+    def _cp_burst(self, e, buf=None):
         ev = e.ev
-        buf = self._buf
+        if buf is None:
+            buf = self._buf
         n = len(buf)
         if ev.fault == "E":
             high = low = 0
@@ -295,13 +323,17 @@ class Board:
             elif changed:
                 self._record(e)
             return adv, e.state, closed
+        trips = e.trips
         state = self.pilot_state(evse_id)
         bp, _adv, relay = e.out.update(limit_tenths, rating, state, now, available)
-        if not relay:
-            self.set_relay(evse_id, False)
-        adv = self.set_pilot(evse_id, bp)
-        if relay:
-            self.set_relay(evse_id, True)
+        if e.trips != trips:
+            relay = False  # the guard opened it since the state was read
+        adv = pilot.apply(self.set_pilot, self.set_relay, evse_id, e.duty, bp, relay)
+        if relay and e.trips != trips:
+            self._open_relay(e)  # the guard ran during the close: its word stands
+            relay = False
+        if e.trips != trips:
+            state = e.deb.state
         return adv, state, relay
 
     # -- meter (docs/ARCHITECTURE.md "Board interface") ------------------
@@ -386,19 +418,92 @@ class Board:
         return ev.max_tenths if ev.max_tenths < e.adv else e.adv
 
     def safe(self):
-        """Every relay open, every pilot steady +12 V. Never raises."""
+        """Every pilot steady +12 V, then every relay open (the sequence of
+        chargepilot.pilot.apply). Never raises."""
         for e in self._evses:
             try:
-                self.set_relay(e.id, False)
-            except Exception:
-                pass
-        for e in self._evses:
-            if e.mode == "pilot":
-                try:
-                    self.set_pilot(e.id, pilot.STEADY_HIGH)
+                if e.mode == "pilot":
+                    pilot.apply(self.set_pilot, self.set_relay, e.id, e.duty,
+                                pilot.STEADY_HIGH, False)
                     e.out.reset()
+                else:
+                    self.set_relay(e.id, False)
+            except Exception:
+                try:
+                    self._open_relay(e)
                 except Exception:
                     pass
+
+    # -- relay guard (the ESP32's machine.Timer, emulated) ---------------
+    def _guard_read(self, e):
+        low, high = self._cp_burst(e, self._gbuf)
+        return pilot.classify(high, low, pilot.diode_check_applies(e.duty))
+
+    def guard(self, _arg=None):
+        """The timer callback: as on the ESP32 (chargepilot.pilot.guard_trip)."""
+        self.guard_runs += 1
+        at = self._sched_us
+        if at is not None:  # how long the scheduled callback waited (a long C call)
+            self._sched_us = None
+            d = time.ticks_diff(time.ticks_us(), at)
+            if d > self.guard_wait_max_us:
+                self.guard_wait_max_us = d
+        for e in self._evses:
+            if e.mode != "pilot" or not e.relay:
+                continue
+            try:
+                r = pilot.guard_trip(lambda: self._guard_read(e), e.deb, e.out.ventilation)
+            except Exception:
+                r = "E"
+                e.deb.force("E")
+            if r is not None:
+                self._open_relay(e)
+                e.trips += 1
+                self.guard_trips += 1
+
+    def start_guard(self, period_ms=20):
+        """Start the guard thread (needs _thread); idempotent."""
+        if type(period_ms) is not int or not 1 <= period_ms <= 50:
+            raise ValueError("board: guard period must be an int of 1..50 ms")
+        self.guard_ms = period_ms
+        if self._guard_on:
+            return
+        import _thread
+
+        self._guard_on = True
+        _thread.start_new_thread(self._guard_thread, ())
+        try:  # the unix port only: see the module docstring
+            import sys
+
+            if sys.implementation.name == "micropython":
+                import asyncio
+
+                asyncio.create_task(self._guard_pump())
+        except Exception:
+            pass
+
+    def stop_guard(self):
+        self._guard_on = False
+
+    def _guard_thread(self):
+        sched = micropython.schedule
+        cb = self.guard
+        while self._guard_on:
+            time.sleep_ms(self.guard_ms)
+            if not self._guard_on:
+                break
+            if self._sched_us is None:
+                self._sched_us = time.ticks_us()
+            try:
+                sched(cb, None)
+            except RuntimeError:  # the queue is full: the previous one has not run yet
+                pass
+
+    async def _guard_pump(self):
+        import asyncio
+
+        while self._guard_on:
+            await asyncio.sleep_ms(1)
 
     def start_watchdog(self, timeout_ms=8000):
         if type(timeout_ms) is not int or timeout_ms < 1:

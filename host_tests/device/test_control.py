@@ -460,3 +460,55 @@ async def _run_task_wakes_on_changed():
 def test_run_task_wakes_on_changed():
     # (a sync wrapper: pytest here has no async plugin)
     run(_run_task_wakes_on_changed())
+
+
+def test_callbacks_run_after_every_evse_was_driven():
+    # Issue 10 item 6: on_output / on_fault write flash (transactions, outbox);
+    # they must not sit between two EVSEs' outputs inside the step.
+    r = Rig(evses=2)
+    driven = []
+    orig = r.board.set_output
+
+    def set_output(k, lim, avail=True):
+        driven.append(k)
+        return orig(k, lim, avail)
+
+    r.board.set_output = set_output
+    seen = []
+    r.ctl.on_output = lambda k, *a: seen.append((k, list(driven)))
+    r.board.ev(1).plug()
+    r.board.ev(2).plug()
+    r.ctl.step()
+    # the first step reports both EVSEs, after both were driven
+    assert seen == [(1, [1, 2]), (2, [1, 2])], seen
+
+
+async def _run_defers_callbacks():
+    import asyncio
+
+    r = Rig()
+    calls = []
+    in_step = [False]
+    orig_step = r.ctl.step
+
+    def step():
+        in_step[0] = True
+        try:
+            return orig_step()
+        finally:
+            in_step[0] = False
+
+    r.ctl.step = step
+    r.ctl.on_output = lambda *a: calls.append(in_step[0])
+    task = asyncio.create_task(r.ctl.run())
+    r.board.ev(1).plug()
+    for _ in range(20):
+        await asyncio.sleep_ms(10)
+        r.ticks.advance(100)
+    r.ctl.stop()
+    await asyncio.wait_for_ms(task, 1000)
+    assert calls and True not in calls, calls  # every callback ran outside step()
+
+
+def test_run_delivers_callbacks_outside_the_step():
+    run(_run_defers_callbacks())

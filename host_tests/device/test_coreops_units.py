@@ -14,7 +14,7 @@ from devtest import raises, run, tmpdir
 from test_control import Rig, Ticks
 
 import board as hostboard
-from chargepilot import availability, basereport, handlers_core, meter, reset, variables
+from chargepilot import availability, basereport, handlers_core, meter, recfile, reset, variables
 
 
 # ------------------------------------------------------------ availability (G03/G04)
@@ -30,8 +30,9 @@ def test_availability_persists_and_composes():
     assert not av2.operative(1) and not av2.operative(2)
     av2.set(0, True)  # the station Operative: EVSE 1 stays as it was set on its own
     assert not av2.operative(1) and av2.operative(2)
-    with open(d + "/" + availability.FILE) as f:
-        assert json.load(f) == {"version": 1, "station": True, "evse": {"1": False}}
+    with open(d + "/" + availability.FILE, "rb") as f:  # a framed record (recfile.py)
+        assert json.loads(recfile.unframe(f.read())) == {"version": 1, "station": True,
+                                                              "evse": {"1": False}}
 
 
 def test_availability_write_failure_changes_nothing():

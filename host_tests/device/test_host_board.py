@@ -240,3 +240,82 @@ def test_events_are_bounded():
     assert len(b.events) == 10
     assert b.events[-1]["duty_bp"] == 1039
     assert [r["duty_bp"] for r in b.events] == list(range(1030, 1040))
+
+
+# ---------------------------------------------------------------- issue 10 items 5 and 6
+
+def _changes(recs, before):
+    """(amps, relay) of each record that changed the outputs (state-only records dropped)."""
+    out = []
+    for r in recs:
+        x = (r["amps_tenths"], r["relay"])
+        if x != before:
+            out.append(x)
+            before = x
+    return out
+
+
+def _charging(clock, limit=320):
+    b = hostboard.Board(ticks_ms=clock)
+    ev = b.ev(1)
+    ev.plug()
+    run(b, clock, 1, limit)
+    ev.charge()
+    assert run(b, clock, 1, limit) == (limit, "C", True)
+    return b, ev
+
+
+def test_clean_stop_records_the_pause_before_the_relay_opens():
+    # Expected from IEC 61851-1 as the issue states it: the offer drops to 0
+    # while the relay is still closed, then the relay opens; never a record
+    # of 32 A offered with the relay already open.
+    clock = Ticks()
+    b, ev = _charging(clock)
+    ev.pause()
+    b.set_output(1, 320)  # first read of B: not confirmed yet
+    clock.advance(30)
+    k = len(b.events)
+    assert b.set_output(1, 0) == (0, "B", False)
+    recs = _changes(b.events[k:], (320, True))
+    assert recs == [(0, True), (0, False)], recs
+    # the same through safe(): pilot first, then the relay
+    ev.charge()
+    run(b, clock, 1, 320, steps=70)
+    assert b.set_output(1, 320)[2] is True
+    k = len(b.events)
+    b.safe()
+    recs = _changes(b.events[k:], (320, True))
+    assert recs == [(0, True), (0, False)], recs
+
+
+def test_guard_opens_the_relay_between_control_steps():
+    clock = Ticks()
+    b, ev = _charging(clock)
+    b.guard()  # still C: nothing
+    assert b.guard_trips == 0 and b.set_output(1, 320)[2] is True
+    k = len(b.events)
+    ev.pause()  # C -> B
+    b.guard()  # one timer tick: two bursts agree, relay open at once, PWM stays
+    assert b.guard_trips == 1
+    assert _changes(b.events[k:], (320, True)) == [(320, False)]
+    assert b.set_output(1, 320) == (320, "B", False)
+    runs = b.guard_runs
+    b.guard()  # relay open: the guard reads nothing and trips nothing
+    assert b.guard_trips == 1 and b.guard_runs == runs + 1
+
+
+def test_guard_thread_trips_without_any_control_step():
+    b, ev = _charging(Ticks())
+    b.start_guard(5)
+    try:
+        ev.pause()
+        t0 = time.ticks_ms()
+        while b.guard_trips == 0 and time.ticks_diff(time.ticks_ms(), t0) < 5000:
+            x = 0
+            for i in range(200):  # Python work on the main thread: the guard still gets in
+                x += i
+        assert b.guard_trips == 1
+        assert b.events[-1]["relay"] is False
+    finally:
+        b.stop_guard()
+        time.sleep_ms(20)

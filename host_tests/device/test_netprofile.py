@@ -13,7 +13,7 @@ import os
 
 from devtest import rmtree, tmpdir
 
-from chargepilot import agent, clock, handlers_core, log, netprofile, validate, variables
+from chargepilot import agent, clock, handlers_core, log, netprofile, recfile, validate, variables
 
 PW = "station-password-0001"
 A = "ws://csms-a.test:9000/ocpp"
@@ -77,13 +77,13 @@ def getv(a, var):
 
 
 def settings(state):
-    with open(state + "/settings.json") as f:
-        return json.loads(f.read())
+    with open(state + "/settings.json", "rb") as f:
+        return json.loads(recfile.unframe(f.read()))
 
 
 def slots_file(state):
-    with open(state + "/" + netprofile.FILE) as f:
-        return json.loads(f.read())
+    with open(state + "/" + netprofile.FILE, "rb") as f:
+        return json.loads(recfile.unframe(f.read()))
 
 
 def reason(resp):
@@ -290,4 +290,26 @@ def test_damaged_slots_file_is_set_aside_and_reported():
         c = make(st)
         assert len(c.networks.problems) == 1 and c.networks.get(2) is None, junk[:8]
         assert netprofile.FILE not in os.listdir(st)
+    rmtree(st)
+
+
+def test_slots_file_checksummed_and_migrated():
+    # the previous format (plain JSON) is read once and rewritten framed; a
+    # flipped byte in the framed file is refused and reported, never used
+    st = tmpdir("np")
+    path = st + "/" + netprofile.FILE
+    good = conn(url="ws://b.test/ocpp")
+    with open(path, "w") as f:
+        f.write(json.dumps({"version": 1, "slots": {"2": good}}))
+    n = netprofile.NetworkProfiles(st)
+    assert n.problems == [] and n.get(2) == good
+    assert slots_file(st)["slots"]["2"] == good  # now framed (slots_file unframes)
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    i = data.index(b"b.test")
+    data[i] ^= 0x01  # "b.test" -> "c.test": still valid JSON, still a valid URL
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    m = netprofile.NetworkProfiles(st)
+    assert m.get(2) is None and len(m.problems) == 1 and "checksum" in m.problems[0], m.problems
     rmtree(st)

@@ -667,13 +667,15 @@ def _cpython_sweep():
                     ob = outbox.Outbox(d, 8, check_fs=False)
                     ob.load()
                     with pytest.MonkeyPatch.context() as mp:
-                        OsCutter(mp, k, mode)
+                        c = OsCutter(mp, k, mode, root=d)
                         try:
                             op(ob)
                         except Cut:
                             pass
                         except (outbox.StoreError, OSError):
                             assert mode == "fail"
+                    if mode != "fail":
+                        c.crash()  # what was not fsynced is lost
                     ob2 = outbox.Outbox(d, 8, check_fs=False)
                     problems = ob2.load()
                     got = _state(ob2)
@@ -686,6 +688,8 @@ def _cpython_sweep():
                     assert got in (old, new), (label, got)
                     if problems:
                         assert got == old, label
+                    if not c.dead and mode != "fail":
+                        assert got == new, label  # returned: it survives a cut
                     outcomes.add(got == new)
                     cuts += 1
                     shutil.rmtree(d)

@@ -370,20 +370,22 @@ def test_report_payloads_are_json_serialisable():
 
 
 def test_external_limit_notifications_go_through_the_durable_queue():
+    # issue 11 item 4 (K11.FR.02): every Notify/Cleared generated offline is
+    # queued, none merged away, in the order they happened
     from chargepilot import outbox
 
     sc = make()
     queued = []
-    sc.queue = lambda action, payload, key: queued.append((action, payload, key))
+    sc.queue = lambda action, payload: queued.append((action, payload))
     sc.set_external_limit(1, 80, source="EMS")
     sc.set_external_limit(0, 300, source="SO")
     assert sc.clear_external_limit(1, "EMS") is True
     assert not sc.pending  # nothing waits in RAM any more
-    assert [(a, k) for a, _p, k in queued] == [("NotifyChargingLimit", "limit:1:EMS"),
-                                             ("NotifyChargingLimit", "limit:0:SO"),
-                                             ("ClearedChargingLimit", "limit:1:EMS")]
+    assert [a for a, _p in queued] == ["NotifyChargingLimit", "NotifyChargingLimit",
+                                       "ClearedChargingLimit"]
     assert queued[2][1] == {"chargingLimitSource": "EMS", "evseId": 1}
-    # with a real outbox: the latest per (evse, source) replaces a queued one, in flash
+    # with a real outbox: a limit set and released while offline reaches the
+    # CSMS as Notify then Cleared (before: only the Cleared), in flash
     ob = outbox.Outbox(sc.root + "-outbox", 8, check_fs=False)
     ob.load()
     sc = make()
@@ -391,13 +393,145 @@ def test_external_limit_notifications_go_through_the_durable_queue():
     sc.set_external_limit(1, 80, source="EMS")
     sc.set_external_limit(0, 300, source="SO")
     sc.clear_external_limit(1, "EMS")
+    sc.set_external_limit(1, 60, source="EMS")
     ob2 = outbox.Outbox(ob.root, 8, check_fs=False)
     assert ob2.load() == []  # a reboot
     got = [(a, p) for _n, a, p in ob2.items()]
-    assert got == [("NotifyChargingLimit", {"chargingLimit": {"chargingLimitSource": "SO"}}),
-                   ("ClearedChargingLimit", {"chargingLimitSource": "EMS", "evseId": 1})]
+    ems = {"chargingLimit": {"chargingLimitSource": "EMS"}, "evseId": 1}
+    assert got == [("NotifyChargingLimit", ems),
+                   ("NotifyChargingLimit", {"chargingLimit": {"chargingLimitSource": "SO"}}),
+                   ("ClearedChargingLimit", {"chargingLimitSource": "EMS", "evseId": 1}),
+                   ("NotifyChargingLimit", ems)], got
     # a refused put is logged, never raised into the caller
-    ob2.max_count = 2
+    ob2.max_count = 4
     sc.queue = ob2.put
     sc.set_external_limit(2, 100, source="Other")
-    assert ob2.dropped == 1 and len(ob2) == 2
+    assert ob2.dropped == 1 and len(ob2) == 4
+
+
+def csms_view_ok(items):
+    """The rule, independent of the code: walking the queue as the CSMS
+    receives it, every Cleared follows a Notify of the same (evse, source)
+    since that pair's previous Cleared."""
+    active = set()
+    for _n, a, p in items:
+        if a == "NotifyChargingLimit":
+            active.add((p.get("evseId"), p["chargingLimit"]["chargingLimitSource"]))
+        else:
+            k = (p.get("evseId"), p["chargingLimitSource"])
+            if k not in active:
+                return False
+            active.discard(k)
+    return True
+
+
+def test_full_outbox_never_delivers_a_cleared_without_its_notify():
+    # The overflow policy (docs/store-format.md §8): the last slots are kept for
+    # ClearedChargingLimit; a Notify refused for lack of room makes its Cleared
+    # refused too.
+    from chargepilot import outbox
+
+    ob = outbox.Outbox(tmpdir("smart") + "-outbox", 6, check_fs=False)
+    ob.load()
+    ob.reserve_for = ("ClearedChargingLimit",)
+    ob.reserve_count = 2
+    ob.reserve_bytes = 2 * 192
+    sc = make()
+    sc.queue = ob.put
+    sc.set_external_limit(1, 80, source="EMS")
+    sc.set_external_limit(2, 90, source="SO")
+    sc.set_external_limit(1, 120, source="EMS")
+    sc.set_external_limit(1, 160, source="EMS")  # 4 slots used: only the reserve is left
+    sc.set_external_limit(0, 200, source="Other")  # refused
+    assert ob.dropped == 1 and len(ob) == 4
+    assert sc.clear_external_limit(0, "Other") is True  # its Notify was refused: no Cleared
+    assert len(ob) == 4
+    sc.clear_external_limit(1, "EMS")  # notified: its Cleared takes a reserved slot
+    sc.clear_external_limit(2, "SO")  # the second reserved slot
+    assert len(ob) == 6 and ob.dropped == 1
+    items = list(ob.items())
+    assert [a for _n, a, _p in items] == ["NotifyChargingLimit"] * 4 + ["ClearedChargingLimit"] * 2
+    assert csms_view_ok(items)
+    # and the same rule holds over a random walk of set/release against a small queue
+    seed = [11]
+
+    def pick(n):  # a small LCG (the same walk on both runtimes), high bits
+        seed[0] = (seed[0] * 1103515245 + 12345) & 0x7FFFFFFF
+        return (seed[0] >> 16) % n
+
+    pairs = [(1, "EMS"), (1, "SO"), (2, "Other"), (2, "EMS")]
+    refused = 0
+    for trial in range(4):
+        ob = outbox.Outbox(tmpdir("smart") + "-ob%d" % trial, 5 + trial, check_fs=False)
+        ob.load()
+        ob.reserve_for = ("ClearedChargingLimit",)
+        ob.reserve_count = 4
+        ob.reserve_bytes = 4 * 192
+        sc = make()
+        sc.queue = ob.put
+        delivered = []
+        for _ in range(30):
+            evse, src = pairs[pick(len(pairs))]
+            if pick(2):
+                try:
+                    sc.set_external_limit(evse, 60 + 10 * pick(20), source=src)
+                except ValueError:  # refused by the engine: nothing to notify
+                    pass
+            else:
+                sc.clear_external_limit(evse, src)
+            if pick(4) == 0 and len(ob):  # the CSMS takes one now and then
+                delivered.append(ob.peek())
+                ob.ack(ob.ids()[0])
+        assert csms_view_ok(delivered + list(ob.items()))
+        assert len(delivered) + len(ob) >= 4
+        refused += ob.dropped
+    assert refused >= 4, refused  # the walk did run into the bound
+
+
+def test_external_limit_schedule_never_carries_an_invented_instant():
+    # Issue 10 item 7: the schedule of a NotifyChargingLimit starts at the instant
+    # the limit was set; while the clock is unset it waits (never 2020-01-01T00:00:00Z).
+    sc = make(NotifyChargingLimitWithSchedules=True)
+    tk = [1000]
+    sc.clock._ticks_ms = lambda: tk[0]
+    sc.set_external_limit(1, 200, source="EMS")
+    _a, p = sc.pending[(1, "EMS")]
+    assert p["chargingSchedule"][0]["startSchedule"] == "2025-06-01T12:00:00Z"
+    sc.clock.t = None  # e.g. after a reboot, before BootNotification
+    sc.set_external_limit(2, 100, source="SO")
+    assert (2, "SO") not in sc.pending
+    assert sc.clear_external_limit(1, "EMS") is True  # queued behind the held one
+    assert sc.pending[(1, "EMS")][0] == "NotifyChargingLimit"
+    tk[0] += 2500
+    sc.poll()  # still unset: nothing moves
+    assert (2, "SO") not in sc.pending
+    sc.clock.t = NOW + 3600
+    sc.poll()
+    _a, p = sc.pending[(2, "SO")]
+    # set 2.5 s before the clock read NOW + 1 h: whole seconds, never after the set
+    assert p["chargingSchedule"][0]["startSchedule"] == rfc3339.format(NOW + 3600 - 3)
+    assert sc.pending[(1, "EMS")][0] == "ClearedChargingLimit"
+    for _k, (_a, p) in sc.pending.items():
+        assert "2020-01-01T00:00:00Z" not in str(p)
+
+
+def test_held_for_the_clock_and_bounded_still_no_cleared_alone():
+    # The notifications held while the clock is unset are bounded (16, the
+    # oldest goes): a Notify that goes makes its Cleared go too.
+    from chargepilot import outbox
+
+    ob = outbox.Outbox(tmpdir("smart") + "-obc", 64, check_fs=False)
+    ob.load()
+    sc = make(NotifyChargingLimitWithSchedules=True)  # a Notify waits for the clock
+    sc.queue = ob.put
+    sc.clock._ticks_ms = lambda: 1000
+    sc.clock.t = None  # after a reboot, before BootNotification
+    sc.set_external_limit(1, 80, source="EMS")
+    assert sc.clear_external_limit(1, "EMS") is True
+    for i in range(15):  # 17 held: the first Notify goes
+        sc.set_external_limit(2, 60 + 40 * (i % 2), source="Other")
+    sc.clock.t = NOW
+    sc.poll()
+    items = list(ob.items())
+    assert ("ClearedChargingLimit", 1) not in [(a, p.get("evseId")) for _n, a, p in items]
+    assert csms_view_ok(items) and len(items) == 15, [a for _n, a, _p in items]

@@ -258,11 +258,17 @@ def test_offline_flag_and_clock_unset_start():
     r.online = False
     r.board.ev(1).plug()
     r.run(500)
-    st = last(r)
-    assert st["offline"] is True and st["timestamp"] == "2020-01-01T00:00:00Z"
+    # issue 10 item 7: no invented timestamp; the events wait for the clock
+    assert r.sent == [] and r.txs.held() == 3  # StatusNotification Available, Occupied; Started
     assert r.ctl.advertised(1) == 0  # no clock: paused
     r.clock.set(T0)
     r.run(200)
+    st = r.events()[0]
+    # stamped with the instant it happened: a few hundred ms before the clock was set,
+    # in whole seconds never after the event: T0 - 1 s (hand computation)
+    assert st["eventType"] == "Started" and st["offline"] is True
+    assert st["timestamp"] == rfc3339.format(T0 - 1)
+    assert r.txs.held() == 0
     assert r.cfg.transaction(1)[1] == T0  # Relative profiles anchor once the time is known
     assert r.ctl.advertised(1) == 320
 
@@ -499,6 +505,20 @@ def _rebooted(path, **kw):
     return r
 
 
+T_CLOCK = T0 + 3 * 86400  # the time the CSMS gives after the reboot
+
+
+def _boot(r, queued=None):
+    """recover() at a boot with the clock unknown, then the clock comes (the
+    BootNotification answer) and poll() queues the Endeds that waited for it
+    (issue 11 item 8: none is stamped before the time is known)."""
+    got, problems = r.txs.recover(queued)
+    assert r.events() == [], r.events()
+    r.clock.set(T_CLOCK)
+    r.txs.poll()
+    return got, problems
+
+
 def test_running_transaction_is_ended_after_a_power_loss():
     from devtest import rmtree, tmpdir
 
@@ -524,6 +544,10 @@ def test_running_transaction_is_ended_after_a_power_loss():
             r.profiles.add(prof(1, 0, "TxDefaultProfile", [(0, 100 + 10 * i)]))
             r.ctl.changed()
             r.run(100)
+        r.run(32000)  # the finding: an Updated 32 s after the last file write
+        r.profiles.add(prof(1, 0, "TxDefaultProfile", [(0, 200)]))
+        r.ctl.changed()
+        r.run(100)
         sent = [p["seqNo"] for p in r.events()]
         assert sent == list(range(len(sent))) and len(sent) >= 7
         ent = _stored(path)[tid]
@@ -535,12 +559,22 @@ def test_running_transaction_is_ended_after_a_power_loss():
         r2 = _rebooted(path, seq_block=4)
         got, problems = r2.txs.recover()
         assert got == [(1, tid)] and problems == []
+        assert r2.events() == [] and list(_stored(path)) == [tid]  # waits for the clock
+        r2.txs.poll()
+        assert r2.events() == []  # still unknown: still waiting
+        r2.clock.set(T_CLOCK)
+        r2.txs.poll()
         (end,) = r2.events()
         assert end["eventType"] == "Ended" and end["triggerReason"] == "AbnormalCondition"
         assert end["transactionInfo"] == {"transactionId": tid, "stoppedReason": "PowerLoss"}
         assert max(sent) < end["seqNo"] <= max(sent) + 4
         assert end["offline"] is True and end["evse"] == {"id": 1, "connectorId": 1}
-        assert end["timestamp"] == rfc3339.format(ent["at"])  # last known time
+        # never before an event the CSMS already has (the finding: the Started
+        # time, 32 s before an Updated); the last file write is older than
+        # the last event sent, so the file's time would go backwards
+        last_sent = max(p["timestamp"] for p in r.events())
+        assert rfc3339.format(ent["at"]) < last_sent
+        assert end["timestamp"] == rfc3339.format(T_CLOCK) >= last_sent
         assert _stored(path) == {}
         assert r2.txs.recover() == ([], [])  # once only
         # a third boot: nothing left to end
@@ -607,7 +641,7 @@ def test_ended_already_queued_is_not_sent_twice():
         queued = [(5, "StatusNotification", {"evseId": 1}), (6, "TransactionEvent", ended1),
                   (7, "TransactionEvent", late2)]
         r2 = _rebooted(path, evses=2)
-        assert r2.txs.recover(queued) == ([(2, t2)], [])
+        assert _boot(r2, queued) == ([(2, t2)], [])
         (end,) = r2.events()
         assert end["transactionInfo"]["transactionId"] == t2 and end["seqNo"] == 12
         assert end["timestamp"] == "2099-01-01T00:00:00Z"  # not before a queued event
@@ -624,7 +658,7 @@ def test_ended_already_queued_is_not_sent_twice():
             raise OSError("flash read error")
 
         r4 = _rebooted(path)
-        assert r4.txs.recover(broken())[0] == [(1, r3.txs.transaction_id(1))]
+        assert _boot(r4, broken())[0] == [(1, r3.txs.transaction_id(1))]
         assert r4.events()[0]["seqNo"] == 8
 
         # events of the transaction still queued: the Ended follows the last one
@@ -638,7 +672,7 @@ def test_ended_already_queued_is_not_sent_twice():
         evs = r5.events()
         assert [p["seqNo"] for p in evs] == [0, 1]
         r6 = _rebooted(path)
-        got, problems = r6.txs.recover([(9, "TransactionEvent", evs[1])])
+        got, problems = _boot(r6, [(9, "TransactionEvent", evs[1])])
         assert got == [(1, r5.txs.transaction_id(1))] and problems == []
         assert r6.events()[0]["seqNo"] == 2  # no gap
     finally:
@@ -677,7 +711,11 @@ def test_damaged_transactions_file_is_set_aside_and_reported():
             f.write(recfile.frame(body))
         r2 = _rebooted(path)
         got, problems = r2.txs.recover()
-        assert got == [(1, "good")] and r2.events()[0]["seqNo"] == 3
+        assert got == [(1, "good")] and r2.events() == []  # held: no clock, no instant
+        r2.clock.set(T0)
+        r2.txs.poll()
+        assert r2.events()[0]["seqNo"] == 3 and r2.events()[0]["timestamp"] == \
+            rfc3339.format(T0)  # 0 ms old: the boot instant is the clock's now
         assert len(problems) == 1 and "entry" in problems[0][1]
         assert sorted(os.listdir(d)) == ["transactions.json.1.bad", "transactions.json.bad"]
 
@@ -714,6 +752,7 @@ def test_power_loss_ended_not_queued_is_kept_for_the_next_boot():
             raise OSError("outbox full")
 
         r2.txs.send = full
+        r2.clock.set(T_CLOCK)  # known at boot this time: queued (refused) at once
         got, problems = r2.txs.recover()
         assert got == [] and problems[0][0] == tid and "not queued" in problems[0][1]
         r2.txs.send = r2._send
@@ -721,9 +760,10 @@ def test_power_loss_ended_not_queued_is_kept_for_the_next_boot():
         r2.run(500)
         assert sorted(_stored(path)) == sorted([tid, r2.txs.transaction_id(1)])
         r3 = _rebooted(path)
-        got, problems = r3.txs.recover()
+        got, problems = _boot(r3)
         assert sorted(got) == sorted([(1, tid), (1, r2.txs.transaction_id(1))])
-        assert problems == [] and _stored(path) == {}
+        assert problems == [] and _stored(path) == {} and len(r3.events()) == 2
+        assert "2020-01-01T00:00:00Z" not in [p["timestamp"] for p in r3.events()]
     finally:
         rmtree(d)
 
@@ -764,3 +804,20 @@ def test_failed_write_is_retried_and_recover_not_called_keeps_old_entries():
                 r.cfg, r.profiles, r.clock, None, state_path=path, seq_block=bad))
     finally:
         rmtree(d)
+
+
+def test_event_held_for_days_keeps_its_instant():
+    # The clock stays unset for 8 days (longer than ticks_diff's 2**29 ms range on a
+    # board); poll() runs meanwhile (the agent's 1 s poll, here once a day). The event
+    # is stamped 8 days and a fraction before the clock's time: T0 - 8 d - 1 s.
+    r = Rig(tx=True, clock_set=False)
+    r.board.ev(1).plug()
+    r.run(500)
+    assert r.sent == [] and r.txs.held() == 3
+    for _ in range(8):
+        r.ticks.advance(86400000)
+        r.txs.poll()
+    r.clock.set(T0)
+    r.txs.poll()
+    started = [p for a, p in r.sent if a == "TransactionEvent"][0]
+    assert started["timestamp"] == rfc3339.format(T0 - 8 * 86400 - 1), started["timestamp"]

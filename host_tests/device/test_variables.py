@@ -4,7 +4,7 @@ import json
 import os
 
 from chargepilot import variables  # noqa: I001  (largest first: less fragmentation at 100K)
-from chargepilot import errors, handlers_core
+from chargepilot import errors, handlers_core, recfile
 from devtest import raises, rmtree, tmpdir
 
 
@@ -278,8 +278,8 @@ def test_unknown_and_bad_entries_kept():
         assert dm.get("OfflineThreshold") == 77
         assert len(dm.problems) == 2
         set1(dm, "OCPPCommCtrlr", "MessageTimeout", "12", inst="Default")
-        with open(d + "/settings.json") as f:
-            vals = json.loads(f.read())["values"]
+        with open(d + "/settings.json", "rb") as f:
+            vals = json.loads(recfile.unframe(f.read()))["values"]
         assert vals["FutureCtrlr/Thing"] == "x"
         assert vals["OCPPCommCtrlr/HeartbeatInterval"] == "-3"
         assert vals["OCPPCommCtrlr/MessageTimeout[Default]"] == "12"
@@ -307,3 +307,58 @@ def test_table_is_consistent():
         # every default passes its own check
         if row[4] != "string":
             assert variables.parse_value(row, variables.format_value(row, row[6])) == row[6]
+
+
+def test_flipped_byte_in_settings_is_detected_never_read():
+    # issue 11: one flipped byte turned SecurityProfile 2 into 1 and nothing was
+    # reported. Every single-bit flip of the stored file must be refused (set
+    # aside, reported), never read as another value.
+    d = tmpdir("vars")
+    try:
+        dm = variables.DeviceModel(d)
+        dm.set_local("SecurityProfile", 2)
+        with open(d + "/settings.json", "rb") as f:
+            good = f.read()
+        i = good.index(b'SecurityProfile":"2"') + len(b'SecurityProfile":"')
+        checked = 0
+        for pos in (i, 0, len(good) // 2, len(good) - 2):
+            for bit in range(8):
+                bad = bytearray(good)
+                bad[pos] ^= 1 << bit
+                with open(d + "/settings.json", "wb") as f:
+                    f.write(bytes(bad))
+                dm2 = variables.DeviceModel(d)
+                assert len(dm2.problems) == 1 and "damaged" in dm2.problems[0], (pos, bit)
+                assert dm2.get("SecurityProfile") == 1  # the default, and reported
+                assert dm2.stored("SecurityProfile") is None
+                for n in os.listdir(d):
+                    if n.endswith(".bad"):
+                        os.remove(d + "/" + n)
+                checked += 1
+        assert checked == 32
+        with open(d + "/settings.json", "wb") as f:
+            f.write(good)
+        assert variables.DeviceModel(d).get("SecurityProfile") == 2
+    finally:
+        rmtree(d)
+
+
+def test_settings_of_the_previous_format_are_migrated():
+    # A station upgraded in the field: settings.json of the format before the
+    # integrity line (plain JSON) is read once and rewritten framed.
+    d = tmpdir("vars")
+    try:
+        with open(d + "/settings.json", "w") as f:
+            f.write('{"version": 1, "values": {"SecurityCtrlr/SecurityProfile": "2", '
+                    '"OCPPCommCtrlr/HeartbeatInterval": "77"}}')
+        dm = variables.DeviceModel(d)
+        assert dm.problems == []
+        assert dm.get("SecurityProfile") == 2 and dm.get("HeartbeatInterval") == 77
+        with open(d + "/settings.json", "rb") as f:
+            data = f.read()
+        assert b"\n#crc32=" in data
+        assert json.loads(recfile.unframe(data))["values"]["SecurityCtrlr/SecurityProfile"] == "2"
+        dm = variables.DeviceModel(d)
+        assert dm.get("SecurityProfile") == 2 and dm.problems == []
+    finally:
+        rmtree(d)

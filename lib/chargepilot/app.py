@@ -26,6 +26,8 @@ from chargepilot import atomic, availability, meter
 _TAG = "app"
 # Messages that must not be lost wait in flash (outbox.py): at most this many.
 OUTBOX_MAX = const(64)
+# bytes of one queued ClearedChargingLimit at most (record + integrity line: ~140)
+CLEARED_RECORD = const(192)
 # The running transactions (txstate.py): ended after a power loss at the next boot.
 TX_FILE = "transactions.json"
 
@@ -87,6 +89,15 @@ class Station:
         self.outbox = outbox.Outbox(state_dir + "/outbox", max_count=OUTBOX_MAX,
                                     check_fs=check_fs)
         self.agent.outbox = self.outbox
+        self.outbox.policy = self._attempt_rule
+        # overflow policy: room kept for the ClearedChargingLimit of every limit
+        # that can be active ((EVSEs + the station) x EMS/SO/Other)
+        pairs = (self.cfg.evse_count + 1) * 3
+        self.outbox.reserve_for = ("ClearedChargingLimit",)
+        self.outbox.reserve_count = pairs
+        self.outbox.reserve_bytes = pairs * CLEARED_RECORD
+        self.outbox.on_discard = self._discarded
+        self.outbox.prepare = self._stamp_late
         self.smart = smart.SmartCharging(self.cfg, self.profiles, self.store, clock, dm,
                                          call=self.agent.call, online=self._online,
                                          queue=self.agent.queue_call)
@@ -245,6 +256,12 @@ class Station:
         for name, reason in nets:
             self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
                                "network profiles: %s" % reason)
+        # settings.json set aside (integrity check failed: defaults in use) or
+        # entries it could not use: one event, the CSMS can set them again
+        dmp = getattr(self.dm, "problems", None)
+        if dmp:
+            self._notify_event({"name": "DeviceDataCtrlr"}, "Problem", "true",
+                               "settings: %s" % "; ".join(dmp[:4]))
         return problems + queued + txp + nets
 
     def _queued(self):
@@ -259,12 +276,18 @@ class Station:
         """Control loop + connection; returns when the agent stops."""
         if self.watchdog_ms:
             self.board.start_watchdog(self.watchdog_ms)  # the control loop feeds it
+        guard = getattr(self.board, "start_guard", None)
+        if guard is not None:
+            guard()  # C -> B opens the relay from the board's timer, not from this loop
         ctl = asyncio.create_task(self.ctl.run())
         poller = asyncio.create_task(self._poll())
         try:
             await self.agent.run()
         finally:
             self.ctl.stop()
+            stop_guard = getattr(self.board, "stop_guard", None)
+            if stop_guard is not None:
+                stop_guard()
             poller.cancel()
             try:
                 await asyncio.wait_for_ms(ctl, 1000)
@@ -287,6 +310,10 @@ class Station:
                 self.meter.tick(self.txs)
             except Exception as e:
                 log.exception(_TAG, "transactions poll", e)
+            try:
+                self.smart.poll()  # limit notifications held until the clock is known
+            except Exception as e:
+                log.exception(_TAG, "smart poll", e)
 
     # ------------------------------------------------------------ wiring
 
@@ -347,9 +374,46 @@ class Station:
         except Exception as e:
             log.error(_TAG, "%s not queued: %s" % (action, e))
 
+    def _attempt_rule(self, action):
+        # E13: OCPPCommCtrlr.MessageAttempts / MessageAttemptInterval[TransactionEvent]
+        if action != "TransactionEvent":
+            return None
+        return (self.dm.get("MessageAttemptsTransactionEvent"),
+                self.dm.get("MessageAttemptIntervalTransactionEvent") * 1000)
+
+    def _discarded(self, n, action, payload, reason):
+        """A queued message was discarded (outbox.on_discard). For a
+        TransactionEvent the CSMS sees the seqNo gap (the spec's way: seqNo
+        counts every event of the transaction); this NotifyEvent says which
+        one went and why. A discarded NotifyEvent is only logged (no loop)."""
+        if action == "NotifyEvent":
+            return
+        what = "%s (message %d)" % (action or "message", n)
+        if action == "TransactionEvent" and type(payload) is dict:
+            info = payload.get("transactionInfo")
+            tid = info.get("transactionId") if type(info) is dict else None
+            what = "TransactionEvent %s seqNo %s of transaction %s" % (
+                payload.get("eventType"), payload.get("seqNo"), tid)
+        self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
+                           "%s discarded: %s" % (what, reason))
+
+    def _stamp_late(self, action, payload):
+        """outbox.prepare: a NotifyEvent queued while the clock was unknown
+        (e.g. the damage found at boot) is stamped when it is sent, never
+        with an invented past time (issue 11 item 8: timestamps never go
+        backwards across reboots). The send time is after the event."""
+        if action != "NotifyEvent" or payload.get("generatedAt") is not None:
+            return payload
+        now = self.clock.now_rfc3339() or "2020-01-01T00:00:00Z"  # not online without a clock
+        payload["generatedAt"] = now
+        for ev in payload.get("eventData") or ():
+            if type(ev) is dict and ev.get("timestamp") is None:
+                ev["timestamp"] = now
+        return payload
+
     def _notify_event(self, component, variable, value, tech=None):
         self._event_id += 1
-        now = self.clock.now_rfc3339() or "2020-01-01T00:00:00Z"
+        now = self.clock.now_rfc3339()  # None: stamped when sent (_stamp_late)
         ev = {"eventId": self._event_id, "timestamp": now, "trigger": "Alerting",
               "actualValue": value[:2500], "component": component,
               "variable": {"name": variable},

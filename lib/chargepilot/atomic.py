@@ -169,7 +169,9 @@ def remove(path, counters=None):
 
 
 def remove_strict(path, counters=None):
-    """Delete a file; raises OSError if that fails (except when it is absent)."""
+    """Delete a file; raises OSError if that fails (except when it is absent).
+    On a host the directory is synced: a removal that returned survives a
+    power cut (a removed profile must not come back)."""
     try:
         os.remove(path)
     except OSError:
@@ -177,6 +179,7 @@ def remove_strict(path, counters=None):
             raise
         return False
     _bump(counters, "removes")
+    _sync_dir(path)
     return True
 
 

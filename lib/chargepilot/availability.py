@@ -18,9 +18,7 @@ through `problems`); a flash write that fails answers Rejected and changes
 nothing.
 """
 
-import json
-
-from chargepilot import atomic, log
+from chargepilot import atomic, log, recfile
 
 _TAG = "avail"
 FILE = "availability.json"
@@ -47,11 +45,14 @@ class Availability:
         return self.station and self.evse[evse_id]
 
     def _load(self):
-        text = atomic.read_text(self._path)
-        if text is None:
+        # a framed record (recfile.py, docs/store-format.md §0); a plain-JSON file
+        # of the previous format is still read (rewritten framed at the next set)
+        d, why, _legacy = recfile.read_record(self._path, 1024)
+        if d is None and why is None:
             return
         try:
-            d = json.loads(text)
+            if d is None:
+                raise ValueError(why)
             if type(d) is not dict or d.get("version") != 1 or type(d.get("station")) is not bool:
                 raise ValueError("not an availability file")
             ev = d.get("evse") or {}
@@ -89,9 +90,8 @@ class Availability:
             if not self.evse[i]:
                 ev[str(i)] = False
         try:
-            atomic.write_atomic(self._path, json.dumps({"version": 1, "station": self.station,
-                                                        "evse": ev}))
-        except OSError:
+            recfile.write_record(self._path, {"version": 1, "station": self.station, "evse": ev})
+        except (OSError, ValueError):
             self.station = old_s
             if evse_id:
                 self.evse[evse_id] = old_e

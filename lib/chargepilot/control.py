@@ -23,6 +23,12 @@ is not fed in that step, so a board that keeps failing resets. Never
 
 The network is never consulted: offline, the stored schedule keeps applying.
 
+No flash write in the step: `on_output` and `on_fault` (transactions, the
+outbox, the running-transactions file all write flash) are queued by the step
+and called after every EVSE was driven; under `run()` a second task calls
+them, so a slow write never delays the next step. The relay guard on the
+board's timer (C -> B) depends on neither.
+
 Latency (a profile change -> the board output): `changed()` stamps
 `time.ticks_ms()`; the step that applies the recomputed limit sets
 `apply_ms` (wake -> set_output done) and, when the advertised current of an
@@ -104,6 +110,8 @@ class Controller:
         self.latency_max_ms = 0
         self.recomputes = 0
         self.steps = 0
+        self._outq = []  # (callback index, args) queued by step(), delivered after it
+        self._qevent = None  # set by run(): a notifier task delivers the queue
 
     # ------------------------------------------------------------ inputs
 
@@ -283,7 +291,7 @@ class Controller:
                 self._adv[k] = adv
                 self._state[k] = st
                 self._relay[k] = relay
-                self._notify_output(k)
+                self._queue(0, (k, st, lim, adv, relay, self._avail[k]))
             if st != "A" or relay:
                 busy = True
             self._report(k)
@@ -301,6 +309,11 @@ class Controller:
                     self.latency_max_ms = d
             if self.wake_ticks == woken:
                 self.wake_ticks = None
+        if self._outq:
+            if self._qevent is None:
+                self.deliver()
+            else:
+                self._qevent.set()
         ms = self.supervise_ms if busy else self.idle_ms
         if now is not None and self._next_t is not None:
             d = (self._next_t - now) * 1000
@@ -317,14 +330,31 @@ class Controller:
         except Exception as e2:
             log.exception(_TAG, "board.safe", e2)
 
-    def _notify_output(self, k):
-        cb = self.on_output
-        if cb is None:
-            return
-        try:
-            cb(k, self._state[k], self._lim[k], self._adv[k], self._relay[k], self._avail[k])
-        except Exception as e:
-            log.exception(_TAG, "on_output callback for EVSE %d" % k, e)
+    def _queue(self, which, args):
+        q = self._outq
+        if len(q) >= 8 * self.evse_count + 8:
+            self.deliver()  # the notifier is starved: deliver here rather than drop a change
+        q.append((which, args))
+
+    def deliver(self):
+        """Call on_output / on_fault for what the steps queued, oldest first."""
+        q = self._outq
+        while q:
+            which, args = q.pop(0)
+            cb = self.on_output if which == 0 else self.on_fault
+            if cb is None:
+                continue
+            try:
+                cb(*args)
+            except Exception as e:
+                log.exception(_TAG, "%s callback for EVSE %d"
+                              % ("on_output" if which == 0 else "on_fault", args[0]), e)
+
+    async def _notifier(self, ev):
+        while self._running:
+            await ev.wait()
+            ev.clear()
+            self.deliver()
 
     def _report(self, k):
         text = self._cfault[k]
@@ -346,12 +376,8 @@ class Controller:
             log.info(_TAG, "EVSE %d: %s" % (k, text))
         else:
             log.error(_TAG, "EVSE %d: %s" % (k, text))
-        cb = self.on_fault
-        if cb is not None:
-            try:
-                cb(k, text)
-            except Exception as e:
-                log.exception(_TAG, "on_fault callback for EVSE %d" % k, e)
+        if self.on_fault is not None:
+            self._queue(1, (k, text))
 
     # ------------------------------------------------------------ the task
 
@@ -361,6 +387,22 @@ class Controller:
         if self._event is None:
             self._event = asyncio.Event()
         ev = self._event
+        if self._qevent is None:
+            self._qevent = asyncio.Event()
+        notifier = asyncio.create_task(self._notifier(self._qevent))
+        try:
+            await self._loop(ev)
+        finally:
+            self._running = False
+            self._qevent.set()
+            try:
+                await asyncio.wait_for_ms(notifier, 1000)
+            except BaseException:
+                pass
+            self._qevent = None
+            self.deliver()
+
+    async def _loop(self, ev):
         while self._running:
             ev.clear()
             try:

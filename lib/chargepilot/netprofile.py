@@ -25,18 +25,18 @@ without BasicAuthPassword: Agent.security_problem). A slot the current priority
 names, or during its trial the previous priority's first slot (the rollback
 target), cannot be overwritten: the next reconnection may use it.
 
-File: `<state>/network_profiles.json` = {"version": 1, "slots": {"2": {...}}},
-written atomically. A file that is not valid JSON, too big, of another version or
+File: `<state>/network_profiles.json` = {"version": 1, "slots": {"2": {...}}}
+as a framed record (JSON text + CRC-32 integrity line, recfile.py), written
+atomically. A file that fails its integrity check, is not valid JSON, too big, of another version or
 holds an entry this firmware cannot use is set aside as `network_profiles.json.bad`
 (never deleted), reported, and what was valid in it is written back; the agent
 never stops for it.
 """
 
-import json
 
 from micropython import const
 
-from chargepilot import atomic, log, wshs
+from chargepilot import atomic, log, recfile, wshs
 from chargepilot.variables import NETWORK_SLOTS, ValueRejected
 
 _TAG = "netprofile"
@@ -130,6 +130,7 @@ class NetworkProfiles:
         self._slots = {}
         self.problems = []
         self._path = None
+        self.counters = recfile.new_counters()  # flash operations of the file
         if state_dir:
             self._path = state_dir + "/" + FILE
             self.load()
@@ -160,29 +161,26 @@ class NetworkProfiles:
         out = {}
         for slot in self._slots:
             out[str(slot)] = self._slots[slot]
-        atomic.write_atomic(self._path, json.dumps({"version": 1, "slots": out}))
+        try:
+            recfile.write_record(self._path, {"version": 1, "slots": out}, self.counters,
+                                 _MAX_FILE)
+        except ValueError as e:  # too large: the caller handles a failed flash write
+            log.error(_TAG, "%s not written: %s" % (FILE, e))
+            raise OSError(27)  # EFBIG
 
     def load(self):
+        # A framed record (recfile.py, docs/store-format.md); a file of the
+        # format before the integrity line (plain JSON) is read once and
+        # rewritten framed.
         path = self._path
-        try:
-            raw = atomic.read_bytes(path, _MAX_FILE)
-        except OSError as e:
-            raw = None
-            self._damaged("unreadable (%s)" % e)
+        data, reason, legacy = recfile.read_record(path, _MAX_FILE)
+        if data is None and reason is None:
             return
-        if raw is None:
-            return
-        data = None
-        if len(raw) <= _MAX_FILE:
-            try:
-                data = json.loads(bytes(raw).decode())
-            except Exception:  # ValueError, UnicodeError
-                data = None
         slots = data.get("slots") if type(data) is dict else None
         if type(slots) is not dict:
-            self._damaged("not a network profile file (damaged or over %d bytes)" % _MAX_FILE)
+            self._damaged(reason or "not a network profile file")
             return
-        if data.get("version") != 1:
+        if data.get("version") != 1 or type(data.get("version")) is bool:
             self._damaged("format version %r (this build reads 1)" % (data.get("version"),))
             return
         bad = []
@@ -206,6 +204,12 @@ class NetworkProfiles:
         elif self._slots:
             log.info(_TAG, "network profile slots %s loaded" % ",".join(
                 str(s) for s in SLOTS if s in self._slots))
+        if legacy and not bad:
+            try:
+                self.save()
+                log.info(_TAG, "%s migrated to the checksummed format" % FILE)
+            except OSError as e:
+                log.error(_TAG, "%s not migrated: %s" % (FILE, e))
 
     def _damaged(self, why):
         try:

@@ -184,6 +184,25 @@ class Outbox:
         self.last_drop = None  # reason of the last refusal
         self.problems = []  # (name, reason) set aside so far (bounded; newest kept)
         self.delivered = 0  # messages acknowledged since start
+        # fn(action) -> (attempts, interval_ms) or None: the retry rule of an
+        # action (the app gives TransactionEvent OCPPCommCtrlr.MessageAttempts /
+        # MessageAttemptInterval[TransactionEvent], E13); None: max_attempts, retry_ms
+        self.policy = None
+        # fn(id, action, payload, reason): a queued message was discarded (given
+        # up, or refused by the CSMS): the app reports it to the CSMS
+        self.on_discard = None
+        self.discarded = 0  # messages discarded since start
+        # fn(action, payload) -> payload, just before each send (the app stamps
+        # a NotifyEvent queued while the clock was unknown)
+        self.prepare = None
+        # Overflow policy (docs/store-format.md §8): the last `reserve_count`
+        # messages / `reserve_bytes` bytes of the bounds take only the actions
+        # in `reserve_for` (the app: ClearedChargingLimit, one per limit that
+        # can be active), so a full queue refuses a NotifyChargingLimit but
+        # still takes the ClearedChargingLimit of a limit already notified.
+        self.reserve_for = ()
+        self.reserve_count = 0
+        self.reserve_bytes = 0
 
     def _path(self, name):
         return (self.root + name) if self.root.endswith("/") else (self.root + "/" + name)
@@ -537,7 +556,12 @@ class Outbox:
                     count -= 1
                     live -= idx[i][2]
                     break
-        if count >= self.max_count or live > self.max_bytes:
+        max_count = self.max_count
+        max_bytes = self.max_bytes
+        if action not in self.reserve_for:
+            max_count -= self.reserve_count
+            max_bytes -= self.reserve_bytes
+        if count >= max_count or live > max_bytes:
             self._drop(action, "outbox full (%d messages, %d bytes; limits %d, %d)"
                        % (len(idx), self._live, self.max_count, self.max_bytes))
             raise OutboxFull("outbox full: %d messages, %d bytes queued" % (len(idx), self._live))
@@ -660,20 +684,51 @@ class Outbox:
 
     # ------------------------------------------------------------ send
 
-    def _failed(self, n, reason, hold=True):
-        """A failed exchange of message n; True when it was set aside."""
+    def _rule(self, action):
+        """(attempts, interval_ms) for `action`."""
+        fn = self.policy
+        if fn is not None:
+            try:
+                r = fn(action)
+            except Exception as e:
+                log.exception(_TAG, "retry policy", e)
+                r = None
+            if r is not None and _is_int(r[0]) and r[0] >= 1 and _is_int(r[1]) and r[1] >= 0:
+                return r
+        return self.max_attempts, self.retry_ms
+
+    def _failed(self, head, reason, hold=True):
+        """A failed exchange of the head message (id, action, payload): it
+        counts as an attempt (E13: no answer, a CALLERROR, or the connection
+        closed after the send, e.g. 1007). True when it was discarded."""
+        n = head[0]
         if self._attempt_id != n:
             self._attempt_id = n
             self._attempts = 0
         self._attempts += 1
-        if self._attempts >= self.max_attempts:
-            self.reject(n, "%s; gave up after %d attempts" % (reason, self._attempts))
+        attempts, interval = self._rule(head[1])
+        if self._attempts >= attempts:
+            self._discard(head, "%s; gave up after %d attempts" % (reason, self._attempts))
             return True
         log.warn(_TAG, "message %d: %s (attempt %d of %d)"
-                 % (n, reason, self._attempts, self.max_attempts))
+                 % (n, reason, self._attempts, attempts))
         if hold:
-            self._hold_for(self.retry_ms * self._attempts)
+            # E13: before attempt k+1 wait the interval times the attempts so far
+            self._hold_for(interval * self._attempts)
         return False
+
+    def _discard(self, head, reason):
+        """Set the head message aside (reject: logged, .bad kept, in problems)
+        and tell the app (on_discard), which reports it to the CSMS."""
+        n = head[0]
+        self.reject(n, reason)
+        self.discarded += 1
+        fn = self.on_discard
+        if fn is not None:
+            try:
+                fn(n, head[1], head[2], reason)
+            except Exception as e:
+                log.exception(_TAG, "on_discard", e)
 
     async def drain(self, call, online=None):
         """Send the queued messages in order, one at a time, through
@@ -687,7 +742,10 @@ class Outbox:
         * Disconnected: stays at the head; returns.
         * CallTimeout: stays at the head and is raised (the connection is
           considered dead, as for any unanswered CALL).
-        After max_attempts failed exchanges the message is set aside.
+        * Disconnected after the CALL was sent (rpc.ClosedAfterSend): an
+          attempt, like a CALLERROR; before the send: not an attempt.
+        After max_attempts failed exchanges (`policy` for the action) the
+        message is discarded: set aside, logged, and on_discard is called.
         """
         self._need_loaded()
         if self._busy:
@@ -704,7 +762,7 @@ class Outbox:
                 try:
                     head = self.peek()
                 except BadRecord as e:
-                    self.reject(n, "damaged in flash: %s" % e)
+                    self._discard((n, None, None), "damaged in flash: %s" % e)
                     continue
                 except StoreError as e:
                     log.error(_TAG, str(e))
@@ -713,28 +771,37 @@ class Outbox:
                 action = head[1]
                 self._inflight = n
                 try:
-                    await call(action, head[2])
+                    payload = head[2]
+                    if self.prepare is not None:
+                        payload = self.prepare(action, payload)
+                    await call(action, payload)
                 except rpc.BadResponse as e:
                     log.warn(_TAG, "%s %d delivered; its response is invalid: %s" % (action, n, e))
                 except rpc.CallError as e:
                     self._inflight = None
                     if e.code in PAYLOAD_ERRORS:
-                        self.reject(n, "%s refused by the CSMS: %s" % (action, e))
+                        self._discard(head, "%s refused by the CSMS: %s" % (action, e))
                         continue
-                    if self._failed(n, "%s answered with CALLERROR %s" % (action, e)):
+                    if self._failed(head, "%s answered with CALLERROR %s" % (action, e)):
                         continue
                     break
                 except rpc.CallTimeout:
                     self._inflight = None
-                    self._failed(n, "%s not answered" % action, False)
+                    self._failed(head, "%s not answered" % action, False)
                     raise
-                except rpc.Disconnected:
+                except rpc.Disconnected as e:
                     self._inflight = None
+                    if getattr(e, "sent", False):
+                        # sent, then the connection closed (the CSMS refusing the
+                        # frame, e.g. 1007): an attempt, or it would wedge the queue
+                        if self._failed(head, "%s: connection closed after the send" % action):
+                            continue
+                        break
                     self._hold_for(_CLOSED_HOLD_MS)  # never a busy loop on a closing socket
                     break
                 except (errors.OcppError, ValueError) as e:  # checked before sending
                     self._inflight = None
-                    self.reject(n, "%s not sent, invalid payload: %s" % (action, e))
+                    self._discard(head, "%s not sent, invalid payload: %s" % (action, e))
                     continue
                 except Exception as e:
                     self._inflight = None

@@ -233,6 +233,13 @@ class Debouncer:
             return self.fast_ms
         return self.settle_ms
 
+    def force(self, state):
+        """The relay guard confirmed `state` with two back-to-back bursts: take
+        it now (only used for changes that take energy away)."""
+        _check_state(state)
+        self.state = state
+        self._cand = None
+
     def update(self, reading, now_ms):
         _check_state(reading)
         if reading == self.state:
@@ -362,3 +369,51 @@ class Output:
         self.duty = bp
         self.relay = relay
         return bp, decode_bp(bp), relay
+
+
+def apply(set_pilot, set_relay, evse_id, old_bp, bp, relay):
+    """The one output sequence of every board: drive the pilot to `bp` and the
+    relay to `relay` (True = closed), given the duty now on the line `old_bp`.
+
+    Order: a pilot that offers less (or the same) moves first, then the relay
+    opens, then a pilot that offers more moves, then the relay closes. So:
+
+    * a stop or a reduction lowers the pilot before the relay opens (the EV
+      sees the pause while the contactor still carries its current, and
+      every record shows the offer falling before the relay opens);
+    * the relay never closes before the pilot offers the current it closes
+      for, and the pilot is never raised while a relay that must open is
+      still closed.
+
+    `set_pilot(evse_id, bp)` returns the current the EV decodes; that is
+    returned. Both boards' `set_output` and `safe` call this."""
+    up = decode_bp(bp) > decode_bp(old_bp)
+    adv = 0
+    if not up:
+        adv = set_pilot(evse_id, bp)
+    if not relay:
+        set_relay(evse_id, False)
+    if up:
+        adv = set_pilot(evse_id, bp)
+    if relay:
+        set_relay(evse_id, True)
+    return adv
+
+
+def guard_trip(read, deb, ventilation=False):
+    """The relay guard's decision, run from the board's timer while a relay is
+    closed (IEC 61851-1: the contactor opens within 100 ms of the EV leaving C).
+
+    `read()` takes one CP burst and returns the undebounced state. A reading
+    outside C (and D with `ventilation`) is confirmed at once by a second
+    burst, back to back, instead of a second read one control period later;
+    a confirmed one is forced into the debouncer `deb` and returned (the
+    caller opens the relay). None = keep the relay closed."""
+    r = read()
+    if r == "C" or (r == "D" and ventilation):
+        return None
+    r2 = read()
+    if r2 == "C" or (r2 == "D" and ventilation):
+        return None
+    deb.force(r2)
+    return r2

@@ -155,6 +155,57 @@ def read_framed(path, max_body):
         return None, str(e)
 
 
+def read_record(path, max_body):
+    """Read a one-record file: (obj, None, legacy) or (None, reason, False);
+    (None, None, False) when the file does not exist.
+
+    `legacy` is True for a file of the format before the integrity line (a
+    whole file of plain JSON, written by an older firmware): it is accepted
+    once so that a station upgraded in the field keeps its settings, and the
+    caller rewrites it in the framed format at once. A framed file whose
+    integrity line does not match is never read as legacy (its text is not a
+    single JSON document: the integrity line follows it)."""
+    body, reason = read_framed(path, max_body)
+    legacy = False
+    if body is None:
+        if reason is None:
+            return None, None, False
+        data = None
+        try:
+            data = atomic.read_bytes(path, max_body)
+        except OSError:
+            data = None
+        if data is None or len(data) > max_body or b"#crc32=" in data:
+            return None, reason, False
+        body = data
+        legacy = True
+    try:
+        obj = json.loads(body)
+    except (ValueError, RuntimeError):  # RuntimeError: nested too deep
+        return None, reason if legacy else "not valid JSON", False
+    except MemoryError:
+        return None, "too large to parse in the free memory", False
+    if type(obj) is not dict:
+        return None, reason if legacy else "not a JSON object", False
+    return obj, None, legacy
+
+
+def write_record(path, obj, counters=None, max_body=MAX_RECORD):
+    """Replace the one-record file `path` with `obj` (JSON text + integrity
+    line), atomically (atomic.write_atomic). Raises OSError when the write
+    fails, ValueError when `obj` is too large or not JSON-able. Returns the
+    bytes written."""
+    try:
+        body = dumps(obj)
+    except TypeError as e:
+        raise ValueError("not JSON-serialisable: %s" % e)
+    if len(body) > max_body:
+        raise ValueError("record of %d bytes, limit %d" % (len(body), max_body))
+    tl = trailer(body)
+    atomic.write_atomic(path, (body, tl), counters)
+    return len(body) + len(tl)
+
+
 class SettingsFile:
     """A small durable dict (e.g. OCPP variables): `load() -> dict`, tolerant
     of damage (the file is set aside as `.bad`, `problem` is set and the

@@ -26,11 +26,10 @@ Profiles, settings, availability and queued messages are all in flash already.
 """
 
 import asyncio
-import json
 
 from micropython import const
 
-from chargepilot import atomic, log
+from chargepilot import atomic, log, recfile
 
 _TAG = "reset"
 FILE = "reset.json"
@@ -41,14 +40,14 @@ _FLUSH_MS = const(5000)  # at most this long to deliver queued messages before r
 def take_boot_reason(state_dir):
     """The BootNotification reason a Reset left in flash (removed), else None."""
     path = state_dir + "/" + FILE
-    text = atomic.read_text(path)
-    if text is None:
+    d, why, _legacy = recfile.read_record(path, 256)  # framed (recfile.py) or plain JSON
+    if d is None and why is None:
         return None
     atomic.remove(path)
-    try:
-        r = json.loads(text).get("reason")
-    except Exception:
+    if d is None:
+        log.warn(_TAG, "%s damaged (%s): the boot says PowerUp" % (FILE, why))
         return None
+    r = d.get("reason")
     return r if r in ("RemoteReset", "ScheduledReset", "LocalReset") else None
 
 
@@ -109,8 +108,8 @@ class Reset:
             return
         self.rebooting = True
         try:
-            atomic.write_atomic(self.path, json.dumps({"reason": reason}))
-        except OSError as e:
+            recfile.write_record(self.path, {"reason": reason})
+        except (OSError, ValueError) as e:
             log.error(_TAG, "reset cause not stored (%s): the next boot says PowerUp" % e)
         ob = self.st.outbox
         waited = 0

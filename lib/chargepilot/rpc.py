@@ -69,6 +69,16 @@ class CallTimeout(RpcError):
 class Disconnected(RpcError):
     """The connection ended (or could not send) before the answer came."""
 
+    sent = False  # True (ClosedAfterSend): the CALL went out first
+
+
+class ClosedAfterSend(Disconnected):
+    """The CALL was sent and the connection ended before its answer (e.g. the
+    CSMS closed with 1007 because of that frame): for the outbox this counts
+    as an attempt of that message (E13), unlike a CALL never sent."""
+
+    sent = True
+
 
 class BadResponse(RpcError):
     """The CALLRESULT arrived but its payload is not valid for the action."""
@@ -308,7 +318,7 @@ class Rpc:
         finally:
             self.closed = True
             if self._waiting is not None and self._answer is None:
-                self._finish(Disconnected("connection ended before the answer"))
+                self._finish(ClosedAfterSend("connection ended before the answer"))
 
     def _log_safe(self, msg, e):
         """Log from the read loop; out of memory for the line itself, say nothing

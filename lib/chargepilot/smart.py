@@ -10,6 +10,8 @@ coroutine function the RPC layer starts once the response is sent
 (GetChargingProfiles: the response goes before the reports, generic FR.05).
 """
 
+import time
+
 from micropython import const
 
 from chargepilot import composite, log, profile, profile_checks, rfc3339
@@ -52,9 +54,14 @@ class SmartCharging:
     store.ProfileStore, `clock` a clock.Clock, `dm` the device model (`get(key)`).
     `call(action, payload)` sends a CALL (raises when offline), `changed()` wakes
     the control loop, `online()` tells whether the CSMS is reachable now.
-    `queue(action, payload, key)` (e.g. Agent.queue_call): when given,
-    NotifyChargingLimit / ClearedChargingLimit go into the durable outbox (the
-    latest per (evse, source) replaces a queued one) instead of `pending`."""
+    `queue(action, payload)` (e.g. Agent.queue_call): when given,
+    NotifyChargingLimit / ClearedChargingLimit go into the durable outbox,
+    every one of them, in order (K11.FR.02: every significant change reaches
+    the CSMS; none is merged away offline) instead of `pending`. A Notify the
+    full outbox refuses makes its limit "unreported": the Cleared of that
+    limit is then not queued either (never a Cleared without its Notify); the
+    outbox keeps room for the Cleared of limits it did report (Outbox
+    reserve_for, set by app.py)."""
 
     def __init__(self, cfg, profiles, store, clock, dm, call=None, changed=None, online=None,
                  queue=None):
@@ -72,6 +79,14 @@ class SmartCharging:
         self._reported = {}
         # notifications waiting for the CSMS: (evse, source) -> (action, payload)
         self.pending = {}
+        # (evse, source) -> True: a NotifyChargingLimit of the limit now active
+        # was queued; False: every one was refused (the CSMS does not know it).
+        # Absent: not known (e.g. a limit stored before this boot: it was notified)
+        self._told = {}
+        # notifications waiting for the clock (a schedule's startSchedule needs it), and
+        # every later one behind them:
+        # [ticks, age folded in ms, key, action, payload, (unit, periods) | None]
+        self._unstamped = []
         self.problems = []
 
     # ------------------------------------------------------------ boot
@@ -389,10 +404,58 @@ class SmartCharging:
         msg = {"chargingLimit": limit}
         if evse_id > 0:
             msg["evseId"] = evse_id
+        sched = None
         if self.dm.get("NotifyChargingLimitWithSchedules"):
-            msg["chargingSchedule"] = cp["chargingSchedule"]
-        self.notify(key, "NotifyChargingLimit", msg)
+            # The CSMS is told the limits from the instant they were set (never the
+            # engine's epoch "2020-01-01T00:00:00Z" the installed profile starts at).
+            sched = (unit, periods)
+        self._notify_stamped(key, "NotifyChargingLimit", msg, sched)
         return pid
+
+    def _notify_stamped(self, key, action, msg, sched):
+        if self._unstamped:
+            self.poll()
+        if self._unstamped or (sched is not None and self._now() is None):
+            q = self._unstamped
+            if len(q) >= 16:  # bounded: the oldest goes (a later one of its limit follows)
+                old = q.pop(0)
+                log.error(_TAG, "%s for evse %d (%s) dropped: the clock is still unset"
+                          % (old[3], old[2][0], old[2][1]))
+                if old[3] == "NotifyChargingLimit" and not self._told.get(old[2]):
+                    self._told[old[2]] = False  # its Cleared must not go alone (item 4)
+            q.append([self._ticks(), 0, key, action, msg, sched])
+            return
+        if sched is not None:
+            msg["chargingSchedule"] = [_schedule_from(self._now(), sched[0], sched[1])]
+        self.notify(key, action, msg)
+
+    def _ticks(self):
+        # the clock's own tick source (tests drive a fake one), else time.ticks_ms
+        return getattr(self.clock, "_ticks_ms", time.ticks_ms)()
+
+    def poll(self):
+        """Send the limit notifications held while the clock was unset; their
+        schedules start at the instant the limit was set (now minus its age)."""
+        q = self._unstamped
+        if not q:
+            return
+        t = self._now()
+        tk = self._ticks()
+        if t is None:
+            for h in q:  # keep every age within ticks_diff's range (2**29 ms on a board)
+                d = time.ticks_diff(tk, h[0])
+                if d >= 134217728:
+                    h[1] += d
+                    h[0] = tk
+            return
+        while q:
+            ticks, folded, key, action, msg, sched = q.pop(0)
+            if sched is not None:
+                d = time.ticks_diff(tk, ticks)
+                d = folded + (d if d > 0 else 0)
+                at = t - (d + 999) // 1000  # whole seconds, never after the set
+                msg["chargingSchedule"] = [_schedule_from(at if at > 0 else 0, sched[0], sched[1])]
+            self.notify(key, action, msg)
 
     def _significant(self, old, new):
         sig = self.dm.get("LimitChangeSignificance") or 0  # tenths of a percent
@@ -421,20 +484,35 @@ class SmartCharging:
         msg = {"chargingLimitSource": source}
         if evse_id > 0:
             msg["evseId"] = evse_id
-        self.notify((evse_id, source), "ClearedChargingLimit", msg)
+        self._notify_stamped((evse_id, source), "ClearedChargingLimit", msg, None)
         log.info(_TAG, "external %s limit on evse %d released" % (source, evse_id))
         return True
 
     def notify(self, key, action, payload):
-        """Queue the notification in the outbox (`queue` given), else keep the
-        latest per (evse, source) in `pending` until flush() sends it."""
+        """Queue the notification in the outbox (`queue` given; each one, in
+        order, never merged), else keep the latest per (evse, source) in
+        `pending` until flush() sends it."""
         if self.queue is None:
             self.pending[key] = (action, payload)
             return
+        cleared = action == "ClearedChargingLimit"
+        if cleared and self._told.pop(key, None) is False:
+            # the CSMS never heard of this limit (its Notify was refused, counted
+            # in outbox.dropped and reported): a Cleared alone would be a lie
+            log.error(_TAG, "ClearedChargingLimit for evse %d (%s) not queued: its "
+                      "NotifyChargingLimit was refused" % (key[0], key[1]))
+            return
         try:
-            self.queue(action, payload, "limit:%d:%s" % key)
+            self.queue(action, payload)
         except Exception as e:  # refused: the outbox logged it and counts it as dropped
             log.error(_TAG, "%s for evse %d (%s) not queued: %s" % (action, key[0], key[1], e))
+            if not cleared:
+                if not self._told.get(key):
+                    self._told[key] = False
+                self._reported.pop(key, None)  # the next change is notified again
+            return
+        if not cleared:
+            self._told[key] = True
 
     async def flush(self):
         """Send waiting notifications (called when online and after changes)."""
@@ -455,3 +533,11 @@ class SmartCharging:
                 "GetChargingProfiles": self.on_get_charging_profiles,
                 "ClearChargingProfile": self.on_clear_charging_profile,
                 "GetCompositeSchedule": self.on_get_composite_schedule}
+
+
+def _schedule_from(t0, unit, periods):
+    """The external limit's schedule as the CSMS is told it: `periods`
+    (startPeriod s, tenths) from `t0`, the instant the limit was set."""
+    return {"id": 1, "chargingRateUnit": unit, "startSchedule": rfc3339.format(t0),
+            "chargingSchedulePeriod": [{"startPeriod": st, "limit": profile.number(v)}
+                                       for st, v in periods]}

@@ -24,11 +24,17 @@ control loop reports (`update(...)`, wired as `Controller(on_output=...)`):
   (Ended, AbnormalCondition / PowerLoss, seqNo after every one sent).
 
 Everything goes out through `send(action, payload)`; payloads follow the
-official 2.0.1 schemas. Synchronous and bounded: one transaction and at most
+official 2.0.1 schemas. No invented timestamps: an event that happens while
+the clock is unset (every boot until BootNotification / NTP sets it) is held
+here, in order, with the tick count of the moment, and goes out once the clock
+is known, stamped with the instant it happened (now minus its age): "the date
+and time at which this transaction event occurred" (docs/conformance.md,
+"Timestamps while the clock is unset"). Synchronous and bounded: one transaction and at most
 one pending remote start per EVSE. A failing callback is logged, never raised.
 """
 
 import os
+import time
 
 from micropython import const
 
@@ -41,6 +47,8 @@ POWER_PATH_CLOSED = "PowerPathClosed"
 _PLACEHOLDER_TX = "remote-start-pending"
 _MAX_INFO = const(512)
 _STATES = ("A", "B", "C", "D", "E", "F")
+_MAX_HELD = const(64)  # events held while the clock is unset (bounded)
+_AGE_FOLD_MS = const(134217728)  # fold a held event's age into its record before 2**29 ms
 
 # chargingState values
 CHARGING = "Charging"
@@ -182,6 +190,9 @@ class Transactions:
         # optional fn(evse_id, eventType, triggerReason, advertised, now) -> meterValue list
         self.meter = None
         self._loaded = False  # the file was read (recover) before its first write
+        # events waiting for the clock: [ticks, age folded in ms, action, payload, tid to forget]
+        self._held = []
+        self.held_dropped = 0
 
     # ------------------------------------------------------------ queries
 
@@ -219,14 +230,82 @@ class Transactions:
             return None
 
     def _stamp(self, now):
-        # Before the first clock sync: the epoch of our time scale (clearly "unknown").
-        return rfc3339.format(now if now is not None else 0)
+        # None while the clock is unset: _emit holds the message until it is known
+        return None if now is None else rfc3339.format(now)
 
-    def _emit(self, action, payload):
+    def _emit(self, action, payload, forget=None):
+        if self._held:
+            self.release()
+        if payload.get("timestamp", "") is None or self._held:
+            self._hold_msg(action, payload, forget)
+            return
         try:
             self.send(action, payload)
         except Exception as e:
             log.exception(_TAG, "%s not queued" % action, e)
+
+    def _hold_msg(self, action, payload, forget):
+        held = self._held
+        if len(held) >= _MAX_HELD:
+            # bounded: a StatusNotification is superseded by the later ones; drop the oldest
+            for i in range(len(held)):
+                if held[i][2] == "StatusNotification":
+                    held.pop(i)
+                    break
+            else:
+                self.held_dropped += 1
+                log.error(_TAG, "%s dropped: %d events already wait for the clock"
+                          % (action, _MAX_HELD))
+                return
+            self.held_dropped += 1
+        held.append([self._ticks(), 0, action, payload, forget])
+
+    def _ticks(self):
+        # the clock's own tick source (tests drive a fake one), else time.ticks_ms
+        return getattr(self.clock, "_ticks_ms", time.ticks_ms)()
+
+    def held(self):
+        """How many events wait for the clock."""
+        return len(self._held)
+
+    def release(self):
+        """Send the events held while the clock was unset, stamped with the
+        instant each happened; a no-op while the clock is still unset. Called
+        by every emit and by poll()."""
+        held = self._held
+        if not held:
+            return
+        t = self._now()
+        tk = self._ticks()
+        if t is None:
+            for h in held:  # keep every age within ticks_diff's range
+                d = time.ticks_diff(tk, h[0])
+                if d >= _AGE_FOLD_MS:
+                    h[1] += d
+                    h[0] = tk
+            return
+        while held:
+            h = held.pop(0)
+            d = time.ticks_diff(tk, h[0])
+            age = h[1] + (d if d > 0 else 0)
+            at = t - (age + 999) // 1000  # whole seconds, never after the event
+            stamp = rfc3339.format(at if at > 0 else 0)
+            p = h[3]
+            after = p.pop("_after", None)
+            if after is not None and after > stamp:
+                stamp = after
+            if "timestamp" in p:
+                p["timestamp"] = stamp
+            for mv in p.get("meterValue") or ():
+                if type(mv) is dict and mv.get("timestamp", "") is None:
+                    mv["timestamp"] = stamp
+            try:
+                self.send(h[2], p)
+            except Exception as e:
+                log.exception(_TAG, "%s not queued" % h[2], e)
+                continue
+            if h[4] is not None:
+                self._forget(h[4])  # a recovered Ended is out: off the file now
 
     def _wake(self):
         if self.changed is not None:
@@ -425,27 +504,63 @@ class Transactions:
             # so the last seqNo used is known exactly; only when all were acknowledged
             # does the reservation decide (a gap of at most seq_block - 1).
             seq = q[0] + 1 if q[0] >= 0 else r[txstate.SEQ]
-            stamp = self._stamp(now if now is not None else r[txstate.AT])
-            if now is None and q[2] > stamp:
-                stamp = q[2]  # never before an event of the transaction still queued
-            p = {"eventType": "Ended", "timestamp": stamp, "triggerReason": "AbnormalCondition",
-                 "seqNo": seq, "transactionInfo": {"transactionId": tid,
-                                                   "stoppedReason": "PowerLoss"},
-                 "evse": {"id": evse_id, "connectorId": 1}}
-            if offline:
-                p["offline"] = True
-            try:
-                self.send("TransactionEvent", p)
-            except Exception as e:  # kept in the file: tried again at the next boot
-                log.exception(_TAG, "Ended of %s not queued" % tid, e)
+            if now is None:
+                # Issue 11 item 8: no time yet. The events already sent carry
+                # times up to the last one, after `at` (the last file write):
+                # `at` would go backwards (the finding: the Started time, 32 s
+                # before an Updated the CSMS had). Held until the clock is known
+                # and stamped with the instant of this boot (after every event
+                # sent), kept in the file until it is out.
                 self._recs[tid] = r
-                problems.append((tid, "TransactionEvent Ended not queued: %s" % e))
+                p = self._lost(tid, evse_id, seq, None, offline)
+                after = q[2]  # never before an event of it still queued, nor the last write
+                if r[txstate.AT] is not None and rfc3339.format(r[txstate.AT]) > after:
+                    after = rfc3339.format(r[txstate.AT])
+                if after:
+                    p["_after"] = after  # (RAM only: release() takes it out)
+                self._hold_msg("TransactionEvent", p, tid)
+                log.warn(_TAG, "EVSE %d: transaction %s ended by a power loss (last state %s, "
+                         "seqNo %d); its Ended waits for the clock"
+                         % (evse_id, tid, r[txstate.STATE], seq))
+                out.append((evse_id, tid))
                 continue
-            log.warn(_TAG, "EVSE %d: transaction %s ended by a power loss (last state %s, "
-                     "seqNo %d)" % (evse_id, tid, r[txstate.STATE], seq))
+            if not self._end_lost(tid, evse_id, seq, now, r[txstate.AT], q[2], offline,
+                                  problems):
+                self._recs[tid] = r
+                continue
             out.append((evse_id, tid))
         self._save()
         return out, problems
+
+    def _lost(self, tid, evse_id, seq, stamp, offline):
+        p = {"eventType": "Ended", "timestamp": stamp, "triggerReason": "AbnormalCondition",
+             "seqNo": seq, "transactionInfo": {"transactionId": tid,
+                                               "stoppedReason": "PowerLoss"},
+             "evse": {"id": evse_id, "connectorId": 1}}
+        if offline:
+            p["offline"] = True
+        return p
+
+    def _end_lost(self, tid, evse_id, seq, now, at, queued_stamp, offline, problems):
+        """Queue the Ended (PowerLoss) of a transaction a power loss cut; its
+        timestamp is never before an event of it the CSMS has or will get (the
+        last file write `at`, the latest queued stamp). True when queued."""
+        t = now
+        if at is not None and at > t:
+            t = at
+        stamp = self._stamp(t)
+        if queued_stamp > stamp:
+            stamp = queued_stamp
+        p = self._lost(tid, evse_id, seq, stamp, offline)
+        try:
+            self.send("TransactionEvent", p)
+        except Exception as e:  # kept in the file: tried again at the next boot
+            log.exception(_TAG, "Ended of %s not queued" % tid, e)
+            problems.append((tid, "TransactionEvent Ended not queued: %s" % e))
+            return False
+        log.warn(_TAG, "EVSE %d: transaction %s ended by a power loss (seqNo %d)"
+                 % (evse_id, tid, seq))
+        return True
 
     # ------------------------------------------------------------ start / end
 
@@ -579,7 +694,10 @@ class Transactions:
                 self._event(evse_id, e, "Updated", "ChargingRateChanged", now)
 
     def poll(self):
-        """Expire remote starts whose EV never came (call now and then)."""
+        """Expire remote starts whose EV never came, send the events held for
+        the clock once it is known (call now and then)."""
+        if self._held:
+            self.release()
         now = self._now()
         for i in range(len(self._e)):
             self._expire(i + 1, self._e[i], now)

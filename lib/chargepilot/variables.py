@@ -16,22 +16,20 @@ Every variable is one row of `TABLE` (data, not code per variable):
   RebootRequired; the running value changes at the next start).
 
 Persistence: `<state>/settings.json` = {"version": 1, "values": {"Comp/Var[Inst]": "text"}}
-written atomically (plus "fallback": {"Comp/Var": "text" or null} while a new
+as a framed record (JSON text + CRC-32 integrity line, recfile.py) written atomically (plus "fallback": {"Comp/Var": "text" or null} while a new
 BasicAuthPassword/SecurityProfile/NetworkConfigurationPriority is on trial, see
 TRIAL_KEYS; null = the value came from the configuration, not the file).
 Values are kept as their OCPP strings and re-checked on load;
 entries this firmware does not know or cannot use are kept in the file (and
-logged), never dropped. A file that is not valid JSON is set aside as
+logged), never dropped. A file that fails its integrity check or is not valid JSON is set aside as
 `settings.json.bad`, `settings.json.1.bad`, ... (never deleted) and the defaults are used.
 
 The OCPP GetVariables/SetVariables item handling is in handlers_core.py.
 """
 
-import json
-
 from micropython import const
 
-from chargepilot import atomic, log
+from chargepilot import atomic, log, recfile
 
 # Public (no underscore): handlers_core reads rows with them.
 RO = const(1)
@@ -72,6 +70,14 @@ TABLE = (
     # SecurityProfile is rolled back to the previous value (like B10's fallback)
     ("NetworkProfileConnectionAttempts", "OCPPCommCtrlr", "NetworkProfileConnectionAttempts",
      None, "integer", _RW, 3, 1, 100, _PERSIST),
+    # E13: a TransactionEvent the CSMS does not take (no answer, CALLERROR, the
+    # connection closed after the send) is sent at most MessageAttempts times,
+    # waiting MessageAttemptInterval x (attempts so far) s between; then it is
+    # discarded and reported (outbox.py, app.py)
+    ("MessageAttemptsTransactionEvent", "OCPPCommCtrlr", "MessageAttempts", "TransactionEvent",
+     "integer", _RW, 5, 1, 100, _PERSIST),
+    ("MessageAttemptIntervalTransactionEvent", "OCPPCommCtrlr", "MessageAttemptInterval",
+     "TransactionEvent", "integer", _RW, 10, 0, 3600, _PERSIST),
     # B09/B10: the network profile slots (netprofile.py) in the order the agent
     # uses them; it connects with the first. A new value is a trial (TRIAL_KEYS).
     ("NetworkConfigurationPriority", "OCPPCommCtrlr", "NetworkConfigurationPriority", None,
@@ -146,6 +152,7 @@ TABLE = (
 DEFAULT_MAX_ENTRIES = 16
 
 SETTINGS_FILE = "settings.json"
+MAX_SETTINGS = const(8192)  # bytes of the settings record (JSON text)
 
 # Connection settings: a new value set by the CSMS is a trial. settings.json
 # keeps the previous one under "fallback" (same atomic write) until the agent
@@ -317,6 +324,7 @@ class DeviceModel:
         for k in TRIAL_KEYS:
             self._configured[k] = self._values[k]
         self._path = None
+        self.counters = recfile.new_counters()  # flash operations of settings.json
         if state_dir:
             self._path = state_dir + "/" + SETTINGS_FILE
             self.load()
@@ -419,23 +427,23 @@ class DeviceModel:
     # --- settings file ---
 
     def load(self):
-        """Read settings.json; a damaged file is set aside and the defaults are used."""
+        """Read settings.json; a damaged file is set aside and the defaults are used.
+
+        The file is a framed record (recfile.py: JSON text + CRC-32 integrity
+        line, docs/store-format.md): a flipped byte is detected, never read as
+        another value. A file of the format before the integrity line (plain
+        JSON, older firmware) is accepted and rewritten framed at once."""
         path = self._path
-        try:
-            text = atomic.read_text(path)
-        except Exception as e:  # unreadable (e.g. not UTF-8)
-            text = b"\xff"
-            log.warn("variables", "%s unreadable: %s" % (path, e))
-        if text is None:
+        data, reason, legacy = recfile.read_record(path, MAX_SETTINGS)
+        if data is None and reason is None:
             return
-        data = None
-        try:
-            data = json.loads(text)
-        except Exception:
-            data = None
-        if type(data) is not dict or type(data.get("values")) is not dict:
+        if data is not None and type(data.get("values")) is not dict:
+            data, reason = None, "not a settings object"
+        if data is not None and (type(data.get("version")) is bool or data.get("version") != 1):
+            data, reason = None, "format version %r (this build reads 1)" % (data.get("version"),)
+        if data is None:
             moved = self._set_aside(path)
-            msg = "%s is damaged; set aside as %s, using defaults" % (path, moved)
+            msg = "%s is damaged (%s); set aside as %s, using defaults" % (path, reason, moved)
             self.problems.append(msg)
             log.warn("variables", msg)
             return
@@ -472,6 +480,12 @@ class DeviceModel:
             if self._fallback:
                 log.info("variables", "a new %s is on trial until the next connection"
                          % ", ".join(self.trial_keys()))
+        if legacy:
+            try:
+                self.save()
+                log.info("variables", "%s migrated to the checksummed format" % SETTINGS_FILE)
+            except OSError as e:
+                log.error("variables", "%s not migrated: %s" % (SETTINGS_FILE, e))
 
     def _set_aside(self, path):
         try:
@@ -492,7 +506,11 @@ class DeviceModel:
         data = {"version": 1, "values": values}
         if self._fallback:
             data["fallback"] = self._fallback
-        atomic.write_atomic(self._path, json.dumps(data))
+        try:
+            recfile.write_record(self._path, data, self.counters, MAX_SETTINGS)
+        except ValueError as e:  # too large: callers handle a failed flash write
+            log.error("variables", "settings.json not written: %s" % e)
+            raise OSError(27)  # EFBIG
 
     # --- used by handlers_core (GetVariables / SetVariables) ---
 

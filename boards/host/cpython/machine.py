@@ -26,6 +26,7 @@ pins = {}
 pwms = {}
 adcs = {}
 wdts = []
+timers = {}
 # Every output change in order: ("pin", id, level) / ("pwm", id, duty_u16)
 events = []
 _reset_requested = []
@@ -37,6 +38,7 @@ def reset_fake():
     pwms.clear()
     adcs.clear()
     del wdts[:]
+    timers.clear()
     del events[:]
     del _reset_requested[:]
 
@@ -238,6 +240,47 @@ class WDT:
 
     def feed(self):
         self.feeds += 1
+
+
+class Timer:
+    """Hardware timer 0-3 of the ESP32. Its callback is soft on the ESP32 port
+    (scheduled: it runs between bytecodes); here a test calls `fire()`."""
+
+    ONE_SHOT = 0
+    PERIODIC = 1
+
+    def __init__(self, id, **kw):
+        _need_int(id, "timer id")
+        if not 0 <= id <= 3:
+            raise ValueError("invalid Timer number")
+        self.id = id
+        self.mode = None
+        self.period = None
+        self.callback = None
+        timers[id] = self
+        if kw:
+            self.init(**kw)
+
+    def init(self, mode=PERIODIC, period=-1, callback=None, freq=-1):
+        if mode not in (Timer.ONE_SHOT, Timer.PERIODIC):
+            raise ValueError("invalid mode")
+        _need_int(period, "period")
+        if period < 1:
+            raise ValueError("period must be >= 1 ms in this fake")
+        self.mode = mode
+        self.period = period
+        self.callback = callback
+
+    def deinit(self):
+        self.callback = None
+        self.mode = None
+
+    def fire(self):
+        """One expiry (what the ESP32 schedules every `period` ms)."""
+        if self.callback is not None:
+            self.callback(self)
+            if self.mode == Timer.ONE_SHOT:
+                self.deinit()
 
 
 class RTC:
