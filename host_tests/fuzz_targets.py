@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 
 import fuzzgen
 import test_validate_vs_jsonschema as vj
-from chargepilot import errors, rpc, smart, validate, variables, ws
+from chargepilot import errors, framefix, rpc, smart, validate, variables, ws
 from chargepilot import log as cplog
 from chargepilot import wsframe as F
 from devtest import rmtree, tmpdir
@@ -84,8 +84,11 @@ class _End(Exception):
 _VALID_CLOSE = set(range(1000, 1004)) | set(range(1007, 1012)) | set(range(3000, 5000))
 
 
-def ws_model(data, max_message):
+def ws_model(data, max_message, keep_max=None):
     """RFC 6455 client reading `data` then EOF -> (messages, pings, (code, reason|None)).
+
+    With `keep_max`: a text message growing over it is read but not kept; it shows
+    as ("not kept", size, first 128 bytes) in messages (binary: still 1003).
 
     Written from the RFC, independently of ws.py: reserved bits/opcodes, masked server
     frames, fragmented or >125-byte control frames and 64-bit lengths with the top bit
@@ -97,6 +100,7 @@ def ws_model(data, max_message):
     pings = []
     frag = None
     frag_op = 0
+    skipped = False  # the message in `frag` grew over keep_max
     i = 0
     n_data = len(data)
     try:
@@ -149,6 +153,8 @@ def ws_model(data, max_message):
                     if frag is None:
                         raise _End(1002)
                     frag += payload
+                    if keep_max is not None and len(frag) > keep_max:
+                        skipped = True
                     if not fin:
                         continue
                     payload = bytes(frag)
@@ -157,12 +163,17 @@ def ws_model(data, max_message):
                 else:
                     if frag is not None:
                         raise _End(1002)
+                    skipped = keep_max is not None and len(payload) > keep_max
                     if not fin:
                         frag = bytearray(payload)
                         frag_op = op
                         continue
                 if op == 2:
                     raise _End(1003)
+                if skipped:
+                    msgs.append(("not kept", len(payload), bytes(payload[:128])))
+                    skipped = False
+                    continue
                 try:
                     msgs.append(payload.decode("utf-8"))
                 except UnicodeDecodeError:
@@ -236,17 +247,21 @@ WS_INPUTS = st.tuples(
     ),
     st.integers(0, 10**6),  # where the handshake leftover ends (mod len + 1)
     st.booleans(),  # socket offers readinto
+    st.sampled_from([None, None, 0, 5, 40, 300]),  # keep_max
 )
 
 
-async def _ws_case(data, split, into):
+async def _ws_case(data, split, into, keep_max=None):
     s = (IntoStream if into else Stream)(data[split:])
     s.eof = True
     w = ws.WebSocket(s, s, "ocpp2.0.1", MAX_MESSAGE, data[:split], 200, 100)
+    w.keep_max = keep_max
     got = []
     while True:
         try:
             got.append(await w.recv(2000))
+        except framefix.MessageTooBig as e:
+            got.append(("not kept", e.size, bytes(e.head)))
         except ws.ConnectionClosed as e:
             end = e
             break
@@ -262,12 +277,13 @@ async def _ws_case(data, split, into):
 
 def check_ws(inp):
     """One byte stream through ws.WebSocket; compare with ws_model."""
-    data, split, into = inp
+    data, split, into = inp[:3]
+    keep_max = inp[3] if len(inp) > 3 else None  # over it: read, not kept (MessageTooBig)
     split %= len(data) + 1
     _count("ws")
-    want_msgs, pings, (code, reason) = ws_model(data, MAX_MESSAGE)
+    want_msgs, pings, (code, reason) = ws_model(data, MAX_MESSAGE, keep_max)
     with Quiet():
-        got, end, sent = asyncio.run(_ws_case(data, split, into))
+        got, end, sent = asyncio.run(_ws_case(data, split, into, keep_max))
     assert got == want_msgs, "messages %r, model %r" % (got, want_msgs)
     assert end.code == code, "closed with %d (%s), model says %d" % (end.code, end.reason, code)
     if reason is not None:

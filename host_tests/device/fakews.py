@@ -70,7 +70,10 @@ class FakeWs:
                     await asyncio.wait_for_ms(self._wait(), timeout_ms)
                 except asyncio.TimeoutError:
                     raise WebSocketTimeout("no frame received in time")
-        return self.inbox.pop(0)
+        item = self.inbox.pop(0)
+        if isinstance(item, Exception):  # tests queue what ws.WebSocket.recv may raise
+            raise item
+        return item
 
     async def ping(self, data=b""):
         if self.closed:

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from chargepilot import ws, wshs
+from chargepilot import framefix, ws, wshs
 from chargepilot import wsframe as F
 
 
@@ -131,6 +131,36 @@ def test_close_payloads():
     assert len(F.close_payload(1000, "r" * 200)) == 125
     cut = F.close_payload(1000, "\u00e9" * 100)[2:]  # 2-byte characters: no half one at the end
     assert len(cut) == 122 and cut.decode() == "\u00e9" * 61
+
+
+# RFC 3629 §4 / Autobahn 6.x: byte sequences and whether they are UTF-8 (hand-listed)
+UTF8_GOOD = (
+    b"", b"plain ascii", b"\xc2\x80", b"\xdf\xbf", b"\xe0\xa0\x80", b"\xed\x9f\xbf",
+    b"\xee\x80\x80", b"\xef\xbf\xbf", b"\xf0\x90\x80\x80", b"\xf4\x8f\xbf\xbf",
+    b"\xf0\x9f\x98\x80",  # U+1F600
+    b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5",  # Autobahn 6.2.1
+)
+UTF8_BAD = (
+    b"\xc0\xaf", b"\xc1\xbf", b"\xe0\x80\xaf", b"\xe0\x9f\xbf", b"\xf0\x80\x80\xaf",
+    b"\xf0\x8f\xbf\xbf",  # overlong
+    b"\xed\xa0\x80", b"\xed\xbf\xbf", b"\xed\xa0\xbd\xed\xb8\x80",  # surrogates, CESU-8 pair
+    b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80", b"\xf7\xbf\xbf\xbf",  # above U+10FFFF
+    b"\xfe", b"\xff", b"\x80", b"a\xbf",  # never valid / stray continuation
+    b"\xc2", b"\xe0\xa0", b"\xf0\x90\x80", b"\xce\xba\xe1\xbd",  # truncated
+    b"\xc2\x41", b"\xe1\x80\x41",  # continuation missing
+)
+
+
+def test_utf8_check_is_strict():
+    for b in UTF8_GOOD:
+        assert framefix.utf8_valid(b), b
+        assert F.text(bytearray(b)) == b.decode()
+    for b in UTF8_BAD:
+        assert not framefix.utf8_valid(b), b
+        assert not framefix.utf8_valid(b"ok " + b + b" ok"), b
+        e = _raises(1007, F.text, bytearray(b"x" + b))
+        assert "UTF-8" in str(e)
+    _raises(1007, F.parse_close, b"\x03\xe8\xed\xa0\x80")
 
 
 def test_parse_url():
@@ -296,6 +326,10 @@ async def test_recv_protocol_errors_close_with_the_right_code():
         (srv(1, b"x" * 1001), 1009),  # over max_message in one frame
         (srv(1, b"x" * 600, False) + srv(0, b"y" * 401), 1009),  # ... across fragments
         (srv(1, b"\xff\xfe"), 1007),  # not UTF-8
+        (srv(1, b"[\xc0\xaf]"), 1007),  # overlong '/' (MicroPython's decoder takes it)
+        (srv(1, b"[\xed\xa0\x80]"), 1007),  # a UTF-16 surrogate
+        (srv(1, b"[\xf4\x90\x80\x80]"), 1007),  # above U+10FFFF
+        (srv(1, b"[\xed\xa0", False) + srv(0, b"\x80]"), 1007),  # surrogate split over fragments
         (srv(2, b"\x00"), 1003),  # binary
         (bytes((0x81, 0x81, 1, 2, 3, 4, 5)), 1002),  # masked server frame
         (srv(1, b"x", True, 0x40), 1002),  # reserved bit
@@ -382,3 +416,48 @@ async def test_ping_watchdog():
     e = await fails(ws.ConnectionClosed, w.recv())
     assert (e.code, e.reason) == (1006, "no answer to ping within 30 ms") and s.closed
     assert s.sent() == [(9, b"a"), (9, b"b")]
+
+
+class Feed:
+    def __init__(self):
+        self.data = b""
+
+    def feed(self, chunk):
+        self.data += bytes(chunk)
+
+
+@sync
+async def test_message_over_keep_max_is_skipped_and_the_connection_lives():
+    body = b'[2,"big-7","SetChargingProfile",' + b"x" * 2900 + b"]"
+    for data in (srv(1, body),  # one frame
+                 srv(1, body[:100], False) + srv(9, b"p") + srv(0, body[100:1500], False)
+                 + srv(0, body[1500:])):  # fragments (a ping between), over keep_max in the 2nd
+        s, w = _sock(data + srv(1, b"after"), cls=IntoStream, max_message=100000)
+        w.keep_max = 1000
+        w.scan = Feed
+        e = await fails(framefix.MessageTooBig, w.recv())
+        assert e.size == len(body) and bytes(e.head) == body[:128] and not e.memory
+        assert e.scan.data == body  # the scanner saw every byte once, in order
+        assert await w.recv() == "after" and not w.closed
+
+
+class OomOnce(ws.WebSocket):
+    """Out of memory for the first buffer of 512 bytes or more."""
+
+    failed = False
+
+    async def _readexactly(self, n):
+        if n >= 512 and not self.failed:
+            self.failed = True
+            raise MemoryError
+        return await ws.WebSocket._readexactly(self, n)
+
+
+@sync
+async def test_out_of_memory_for_a_frame_skips_it_and_keeps_the_connection():
+    body = b'[2,"oom-1","GetVariables",{' + b" " * 900 + b"}]"
+    s = IntoStream(srv(1, body) + srv(1, b"next"))
+    w = OomOnce(s, s, "ocpp2.0.1", 100000, b"", 200, 100)
+    e = await fails(framefix.MessageTooBig, w.recv())
+    assert e.memory and e.size == len(body) and bytes(e.head) == body[:128] and e.scan is None
+    assert await w.recv() == "next" and not w.closed and s.sent() == []

@@ -32,11 +32,23 @@ _MIN_RETRY_S = const(10)  # own anti-flood wait when the CSMS sends interval 0 (
 # spin the event loop and starve the control loop that feeds the watchdog.
 _MIN_ATTEMPT_MS = const(100)
 _MAX_WAIT_S = const(86400)  # Pending/Rejected intervals longer than a day: retry after a day
+_MIN_BYTES = const(2048)  # BytesPerMessage bounds (_message_budget)
+_MAX_BYTES = const(65536)
+# Frames up to this size are taken off the wire (those over BytesPerMessage in
+# small chunks, never kept); beyond it the WebSocket closes with 1009.
+_MAX_FRAME = const(1048576)
 _STATUS = ("Available", "Occupied", "Reserved", "Unavailable", "Faulted")
 # pilot state -> connector status
 _PILOT_STATUS = {"A": "Available", "B": "Occupied", "C": "Occupied", "D": "Occupied",
                  "E": "Faulted", "F": "Unavailable"}
 _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+
+
+def _period_scan():
+    """A scanner for a message too big to be kept (ws `scan`): framefix only then."""
+    from chargepilot import framefix
+
+    return framefix.PeriodScan()
 
 
 def quote(text):
@@ -80,6 +92,7 @@ class Agent:
                                        dm.get("RetryBackOffRandomRange"),
                                        dm.get("RetryBackOffRepeatTimes"), rand)
         dm.on_change = self._var_changed
+        self.bytes_per_message = self._message_budget(cfg.get("bytes_per_message"))
         self.handlers = handlers_core.make(self)
         # network profiles (B09/B10): SetNetworkProfile, NetworkConfigurationPriority
         self.networks = networks if networks is not None else netprofile.NetworkProfiles(None)
@@ -164,6 +177,35 @@ class Agent:
                                    self.dm.get("RetryBackOffRandomRange"),
                                    self.dm.get("RetryBackOffRepeatTimes"))
         self._wake.set()  # heartbeat / ping intervals are re-read by the loops
+
+    def _message_budget(self, fixed=None):
+        """DeviceDataCtrlr.BytesPerMessage (and ItemsPerMessage) from the heap: a
+        CALL is kept and parsed only when it is at most this big. Decoding a
+        JSON text of n bytes takes several times n (the frame, its str, one
+        object per value: ~8x for dense charging periods), so a sixteenth of the
+        free heap, 2 KB..64 KB; CPython (no gc.mem_free) gets 64 KB. `fixed` (cfg
+        bytes_per_message) replaces the estimate. Bigger CALLs are answered
+        without being parsed (rpc.Rpc._too_big)."""
+        if fixed is None:
+            fixed = _MAX_BYTES
+            import sys
+
+            if sys.implementation.name == "micropython":  # CPython's shim says 0
+                import gc
+
+                gc.collect()
+                fixed = gc.mem_free() // 16
+        n = max(_MIN_BYTES, min(_MAX_BYTES, fixed))
+        items = max(4, min(100, n // 512))  # a result item is a few hundred bytes of JSON
+        for action in ("GetVariables", "SetVariables"):
+            self.dm.set_local("BytesPerMessage" + action, n, False)
+            self.dm.set_local("ItemsPerMessage" + action, items, False)
+        return n
+
+    def _oversize(self, action, scan):
+        from chargepilot import framefix
+
+        return framefix.too_many_periods(self.dm, action, scan)
 
     def _frame(self, direction, text):
         if direction == "out":
@@ -412,6 +454,9 @@ class Agent:
                 try:
                     sock = await ws.connect(self.url, ("ocpp2.0.1",), self._headers(conn[1]), ctx,
                                             timeout_ms=self.message_timeout_s() * 1000)
+                    sock.max_message = _MAX_FRAME
+                    sock.keep_max = self.bytes_per_message
+                    sock.scan = _period_scan
                     self._profile = conn[1]
                     return sock, None
                 except Exception as e:  # WebSocketError, OSError, MemoryError...
@@ -475,7 +520,8 @@ class Agent:
     async def _session(self, sock):
         self._ws = sock
         r = rpc.Rpc(sock, self.handlers, call_timeout_ms=self.message_timeout_s() * 1000,
-                    on_frame=self._frame, gate=self._gate)
+                    on_frame=self._frame, gate=self._gate, oversize=self._oversize,
+                    max_bytes=self.bytes_per_message)
         self.rpc = r
         reader = asyncio.create_task(self._read(r))
         pinger = asyncio.create_task(self._pinger(sock))
@@ -559,9 +605,11 @@ class Agent:
             self.boot_now = False
             try:
                 resp = await r.call("BootNotification", boot)
-            except rpc.CallError as e:
-                log.warn(_TAG, "BootNotification refused: %s" % e)
-                if await self._sleep(_MIN_RETRY_S * 1000) and not self._up(r):
+            except (rpc.CallError, rpc.BadResponse) as e:
+                # the full wait: a message queued meanwhile wakes _sleep, and must
+                # not bring the next BootNotification forward
+                log.warn(_TAG, "BootNotification refused: %s; again in %d s" % (e, _MIN_RETRY_S))
+                if not await self._wait_up(r, _MIN_RETRY_S):
                     return False
                 continue
             self._sync(resp.get("currentTime"))
@@ -580,12 +628,19 @@ class Agent:
             wait = interval if interval > 0 else _MIN_RETRY_S
             if wait > _MAX_WAIT_S:  # keeps ticks arithmetic far from the wrap
                 wait = _MAX_WAIT_S
-            deadline = time.ticks_add(time.ticks_ms(), wait * 1000)
-            while self._up(r) and not self.boot_now:
-                left = time.ticks_diff(deadline, time.ticks_ms())
-                if left <= 0:
-                    break
-                await self._sleep(left)
+            await self._wait_up(r, wait)
+        return False
+
+    async def _wait_up(self, r, seconds):
+        """Wait `seconds` unless the connection ends first (then False) or
+        TriggerMessage(BootNotification) asks for the Boot now; other wake-ups (a
+        queued message, a variable change) do not shorten it."""
+        deadline = time.ticks_add(time.ticks_ms(), seconds * 1000)
+        while self._up(r):
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0 or self.boot_now:
+                return True
+            await self._sleep(left)
         return False
 
     async def _statuses(self, r, everything):
@@ -598,12 +653,20 @@ class Agent:
             await self.send_status(r, evse, conn, st)
 
     async def send_status(self, r, evse, conn, st):
+        """A CALLERROR or an invalid answer is logged and the status counts as sent
+        (the CSMS has it; sending it again would get the same answer): never a
+        reason to drop the connection. A timeout still is (rpc.CallTimeout).
+        Without a known time nothing is sent and nothing recorded: the next pass
+        tries again with a real timestamp (never an invented one)."""
         ts = self.timestamp()
         if ts is None:
-            return  # not recorded as sent: the next pass tries again with a real time
-        await r.call("StatusNotification", {
-            "timestamp": ts, "connectorStatus": st, "evseId": evse,
-            "connectorId": conn})
+            return
+        try:
+            await r.call("StatusNotification", {
+                "timestamp": ts, "connectorStatus": st, "evseId": evse,
+                "connectorId": conn})
+        except (rpc.CallError, rpc.BadResponse) as e:
+            log.warn(_TAG, "StatusNotification %s of EVSE %d: %s" % (st, evse, e))
         self._sent_status[(evse, conn)] = st
 
     def timestamp(self):
@@ -613,7 +676,13 @@ class Agent:
         return self.clock.now_rfc3339()
 
     async def _heartbeat(self, r):
-        resp = await r.call("Heartbeat", {})
+        """A CALLERROR or an invalid answer: logged, no clock sync; the next Heartbeat
+        comes after HeartbeatInterval as usual (the frame went out, _last_tx moved)."""
+        try:
+            resp = await r.call("Heartbeat", {})
+        except (rpc.CallError, rpc.BadResponse) as e:
+            log.warn(_TAG, "Heartbeat: %s" % e)
+            return
         self._sync(resp.get("currentTime"))
 
     def _sync(self, text):

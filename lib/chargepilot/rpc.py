@@ -32,6 +32,12 @@ CALLERROR = const(4)
 _TAG = "rpc"
 _MAX_ID = const(36)
 _MAX_DESC = const(255)
+# Follow-up work (reports after a GetChargingProfiles answer) alive at once, at
+# most; they queue for the one outstanding CALL (call()'s lock), so at most this
+# many reports are built and waiting. A CALL whose follow-up finds them all taken
+# is answered with a CALLERROR instead (handlers that return follow-ups only
+# read: nothing was accepted).
+MAX_FOLLOW_UPS = const(4)
 # Older spellings accepted in CALLERRORs we receive; we always send the Ed.3 ones.
 _ALIASES = {
     "OccurenceConstraintViolation": errors.OCCURRENCE_CONSTRAINT_VIOLATION,
@@ -149,6 +155,18 @@ def _salvage(text):
     return kind, mid
 
 
+def unicode_text(text):
+    """The frame text with every escaped UTF-16 surrogate pair (how CPython's
+    json.dumps sends any emoji) replaced by the character itself; OcppError
+    (TypeConstraintViolation) for a lone surrogate escape (framefix.unicode_pairs).
+    Text without one is returned as it is, at the cost of two finds."""
+    if text.find("\\ud") < 0 and text.find("\\uD") < 0:
+        return text
+    from chargepilot import framefix
+
+    return framefix.unicode_pairs(text)
+
+
 def _readable_id(msg):
     if len(msg) > 1:
         mid = msg[1]
@@ -159,7 +177,7 @@ def _readable_id(msg):
 
 class Rpc:
     def __init__(self, ws, handlers, validator=None, log=_log, call_timeout_ms=30000, on_frame=None,
-                 gate=None, id_prefix=None, max_tasks=2):
+                 gate=None, id_prefix=None, max_tasks=2, oversize=None, max_bytes=None):
         if validator is None:
             from chargepilot import validate as validator
         self.ws = ws
@@ -170,6 +188,11 @@ class Rpc:
         self.on_frame = on_frame
         self.gate = gate
         self.max_tasks = max_tasks  # handler tasks at once; beyond that, handled inline
+        # fn(action, scan) -> response payload or None for a CALL the WebSocket did not
+        # keep (MessageTooBig): `scan` is what the socket's scanner counted in it
+        self.oversize = oversize
+        self.max_bytes = max_bytes  # the size limit named in the CALLERROR (BytesPerMessage)
+        self._follow = 0  # follow-ups started and not finished (at most MAX_FOLLOW_UPS)
         if id_prefix is None:
             id_prefix = "".join("%02x" % b for b in os.urandom(6))
         if type(id_prefix) is not str or not 0 < len(id_prefix) <= 16:
@@ -192,7 +215,8 @@ class Rpc:
     async def call(self, action, payload, timeout_ms=None):
         """Send a CALL and return the CALLRESULT payload.
 
-        Raises OcppError/ValueError (nothing sent) when the payload is invalid,
+        Raises OcppError/ValueError (nothing sent) when the payload is invalid
+        (ValueError also when a string in it is not Unicode: wsframe.encode),
         CallError on CALLERROR, CallTimeout, Disconnected, BadResponse.
         """
         if type(action) is not str or not action:
@@ -206,7 +230,9 @@ class Rpc:
             if self.closed:
                 raise Disconnected("connection closed; %s not sent" % action)
             mid = self._next_id()
-            text = json.dumps([CALL, mid, action, payload])
+            # CPython's json.dumps escapes a lone surrogate: refused here (OcppError)
+            # as wsframe.encode refuses MicroPython's raw one (ValueError)
+            text = unicode_text(json.dumps([CALL, mid, action, payload]))
             self._event = asyncio.Event()
             self._answer = None
             self._waiting = mid
@@ -214,6 +240,8 @@ class Rpc:
                 self._frame("out", text)
                 try:
                     await self.ws.send(text)
+                except ValueError:  # not Unicode text (wsframe.encode): never sendable
+                    raise
                 except Exception as e:
                     raise Disconnected("%s not sent: %s" % (action, e))
                 text = None  # sent: not kept while the answer is awaited
@@ -273,17 +301,32 @@ class Rpc:
                 try:
                     text = await self.ws.recv()
                 except Exception as e:
-                    self.log.info(_TAG, "connection ended: %s" % e)
-                    return
+                    if not hasattr(e, "scan"):
+                        self._log_safe("connection ended", e)
+                        return
+                    from chargepilot import framefix  # MessageTooBig: read, not kept
+
+                    await framefix.too_big(self, e)
+                    continue
                 try:
                     await dispatch(text)
                 except Exception as e:  # never let one frame end the reader
-                    self.log.exception(_TAG, "frame dropped", e)
+                    from chargepilot import framefix
+
+                    await framefix.dispatch_failed(self, text, e)
                 text = None  # not kept while waiting for the next frame
         finally:
             self.closed = True
             if self._waiting is not None and self._answer is None:
                 self._finish(ClosedAfterSend("connection ended before the answer"))
+
+    def _log_safe(self, msg, e):
+        """Log from the read loop; out of memory for the line itself, say nothing
+        rather than end the loop."""
+        try:
+            self.log.warn(_TAG, "%s: %s: %s" % (msg, type(e).__name__, e))
+        except Exception:
+            pass
 
     async def _dispatch(self, text):
         self._frame("in", text)
@@ -304,7 +347,18 @@ class Rpc:
         or (id, None, (action, handler, payload)) for a CALL to run."""
         E = errors
         try:
+            text = unicode_text(text)  # the same strings on both runtimes
             msg = json.loads(text)
+        except OcppError as e:  # a lone surrogate
+            got = _salvage(text)
+            if got is not None and got[0] == CALL:
+                return got[1], e.code, e.description
+            if got is None:
+                return "-1", e.code, e.description
+            from chargepilot import framefix
+
+            framefix.bad_answer(self, got[0], got[1], e.code, e.description)
+            return None
         except MemoryError:
             got = _salvage(text)
             if got is not None and got[0] != CALL:
@@ -315,7 +369,9 @@ class Rpc:
             if got is not None and got[0] == CALL:
                 return got[1], E.FORMAT_VIOLATION, "CALL is not valid JSON"
             if got is not None and (got[0] == CALLRESULT or got[0] == CALLERROR):
-                self.log.warn(_TAG, "answer for %s is not valid JSON; dropped" % got[1])
+                from chargepilot import framefix
+
+                framefix.bad_answer(self, got[0], got[1], E.FORMAT_VIOLATION, "answer is not valid JSON")
                 return None
             return "-1", E.RPC_FRAMEWORK_ERROR, "frame is not valid JSON"
         if type(msg) is not list or not msg:
@@ -350,8 +406,8 @@ class Rpc:
             self.validator.check(action, "Request", payload)
         except OcppError as e:
             return rid, e.code, e.description
-        except Exception as e:
-            self.log.exception(_TAG, "checking %s failed" % action[:60], e)
+        except Exception as e:  # MemoryError too: answered, the reader goes on
+            self._log_safe("checking %s failed" % action[:60], e)
             return rid, E.INTERNAL_ERROR, "request could not be checked"
         return rid, None, (action, handler, payload)
 
@@ -369,7 +425,7 @@ class Rpc:
                 await self._error(mid, e.code, e.description)
                 return
             except Exception as e:
-                self.log.exception(_TAG, "%s handler failed" % action, e)
+                self._log_safe("%s handler failed" % action, e)
                 desc = "%s handler failed: %s" % (action, type(e).__name__)
                 await self._error(mid, errors.INTERNAL_ERROR, desc)
                 return
@@ -386,11 +442,15 @@ class Rpc:
                 self.log.error(_TAG, "invalid %sResponse not sent: %s" % (action, e))
                 await self._error(mid, errors.INTERNAL_ERROR, "%sResponse failed validation" % action)
                 return
+            if after is not None and self._follow >= MAX_FOLLOW_UPS:
+                await self._error(mid, errors.GENERIC_ERROR, "busy: earlier reports still waiting; try later")
+                return
             await self._send([CALLRESULT, mid, resp])
             if after is not None:
+                self._follow += 1
                 asyncio.create_task(self._after(action, after))
         except Exception as e:
-            self.log.exception(_TAG, "%s answer not sent" % action, e)
+            self._log_safe("%s answer not sent" % action, e)
         finally:
             if counted:
                 self._running.discard(asyncio.current_task())
@@ -400,6 +460,8 @@ class Rpc:
             await fn()
         except Exception as e:
             self.log.exception(_TAG, "follow-up of %s failed" % action, e)
+        finally:
+            self._follow -= 1
 
     # ------------------------------------------------------------ writing
 
@@ -421,6 +483,8 @@ class Rpc:
         self._frame("out", text)
         try:
             await self.ws.send(text)
+        except ValueError:  # a string that is not Unicode (wsframe.encode)
+            await self.ws.send(json.dumps([CALLERROR, frame[1], errors.INTERNAL_ERROR, "answer is not Unicode", {}]))
         except Exception as e:
             self.log.warn(_TAG, "send failed: %s" % e)
 

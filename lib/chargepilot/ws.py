@@ -90,6 +90,13 @@ class WebSocket:
         self._reading = False
         self._frag = None  # bytearray of a message still arriving in fragments
         self._frag_op = 0
+        # Messages over `keep_max` bytes (None: max_message) are read in small
+        # chunks and not kept: recv() raises MessageTooBig (connection intact).
+        # `scan` (optional): a factory of objects with feed(bytes) that see such a
+        # message in passing (e.g. rpc.PeriodScan counts charging periods).
+        self.keep_max = None
+        self.scan = None
+        self._big = None  # [head, size, scanner, out of memory, opcode] of a message being skipped
         self.closed = False
         self.close_code = None
         self.close_reason = ""
@@ -103,18 +110,25 @@ class WebSocket:
     async def _readexactly(self, n):
         if n <= 0:
             return b""
+        buf = None
+        if n >= _READINTO_MIN and hasattr(self._r, "readinto"):
+            # allocated before anything is taken off the stream: a MemoryError
+            # here leaves the stream where it was (the message can be skipped)
+            buf = bytearray(n)
         have = b""
         if self._pend:
             if len(self._pend) >= n:
                 have = self._pend[:n]
                 self._pend = self._pend[n:]
+                if buf is not None:
+                    buf[:] = have
+                    return buf
                 return have
             have = self._pend
             self._pend = b""
             n -= len(have)
-        if n >= _READINTO_MIN and hasattr(self._r, "readinto"):
+        if buf is not None:
             # MicroPython: one buffer, no growing concatenation
-            buf = bytearray(len(have) + n)
             buf[: len(have)] = have
             mv = memoryview(buf)
             got = len(have)
@@ -137,9 +151,25 @@ class WebSocket:
         elif n == 127:
             n = F.ext_length(await self._readexactly(8))
         if op < F.OP_CLOSE:
+            big = self._big
             so_far = len(self._frag) if self._frag is not None else 0
+            if big is not None:
+                so_far = big[1]
             if n + so_far > self.max_message:
                 raise FrameError(F.CLOSE_TOO_BIG, "message over the %d-byte limit" % self.max_message)
+            if op == F.OP_CONT:
+                bad = self._frag is None and big is None
+            else:
+                bad = self._frag is not None or big is not None
+            keep = self.keep_max
+            if not (bad or big is not None or keep is not None and n + so_far > keep):
+                try:
+                    return fin, op, await self._readexactly(n)
+                except MemoryError:  # nothing of this frame was read yet
+                    keep = -1
+            from chargepilot import framefix  # rare: a message not kept, a protocol error
+
+            return await framefix.skip_frame(self, fin, op, n, bad, keep == -1)
         payload = await self._readexactly(n)
         return fin, op, payload
 
@@ -231,6 +261,28 @@ class WebSocket:
         raise ConnectionClosed(code, reason)
 
     def _data(self, fin, op, payload):
+        if payload is None:  # skipped (too big or no memory)
+            if not fin:
+                return None
+            head, size, sc, memory, op = self._big
+            self._big = None
+            if self._close_sent:
+                return None
+            if op == F.OP_BINARY:
+                raise FrameError(1003, "binary message; OCPP-J is text only")
+            from chargepilot.framefix import MessageTooBig
+
+            raise MessageTooBig(size, head, sc, memory)
+        try:
+            return self._kept(fin, op, payload)
+        except MemoryError:  # joining or decoding: the message was read, skip it
+            from chargepilot import framefix
+
+            framefix.skip_start(self, self._frag if self._frag is not None else payload, True, op)
+            payload = None
+            return self._data(fin, op, None)
+
+    def _kept(self, fin, op, payload):
         if op == F.OP_CONT:
             if self._frag is None:
                 raise FrameError(F.CLOSE_PROTOCOL, "continuation frame with no message started")
@@ -252,10 +304,7 @@ class WebSocket:
             return None  # closing: data is dropped
         if op == F.OP_BINARY:
             raise FrameError(1003, "binary message; OCPP-J is text only")
-        try:
-            return payload.decode()
-        except UnicodeError:  # MicroPython's; CPython raises its subclass UnicodeDecodeError
-            raise FrameError(F.CLOSE_BAD_DATA, "text message is not valid UTF-8")
+        return F.text(payload)
 
     async def _fail(self, code, msg):
         """Close after a protocol error and raise ConnectionClosed(code, msg)."""

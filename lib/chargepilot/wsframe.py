@@ -94,9 +94,10 @@ def header(opcode, n, fin=True, masked=True):
 
 def encode(opcode, payload, key, fin=True):
     """One client frame (always masked with the 4-byte `key`) as a bytearray.
-    `payload`: bytes, or a str (sent as UTF-8)."""
+    `payload`: bytes, or a str (sent as UTF-8; ValueError when it is not Unicode
+    text, see utf8_out)."""
     if type(payload) is str:
-        payload = payload.encode()
+        payload = utf8_out(payload)
     n = len(payload)
     if opcode >= 8 and n > _MAX_CONTROL:
         raise WebSocketError("control frame payload over 125 bytes")
@@ -108,6 +109,27 @@ def encode(opcode, payload, key, fin=True):
     out[h + 4 :] = payload
     mask(out, key, h + 4)
     return out
+
+
+def utf8_out(text):
+    """`text` as the strict UTF-8 a text frame must carry. A MicroPython str can hold
+    surrogate halves (CESU-8: what json.loads made of an escaped pair, kept in a
+    record stored by an older version): pairs become proper 4-byte UTF-8; a lone
+    half raises ValueError, since the peer would close (1007) on every attempt."""
+    try:
+        data = text.encode()
+    except UnicodeError:  # CPython: a str with surrogate code points; see them as CESU-8
+        data = text.encode("utf-8", "surrogatepass")
+    if len(data) == len(text):
+        return data
+    from chargepilot import framefix
+
+    if framefix.utf8_valid(data):
+        return data
+    fixed = framefix.cesu_repair(data)
+    if fixed is None:
+        raise ValueError("text is not Unicode (a lone UTF-16 surrogate); not sent")
+    return fixed
 
 
 def parse_head(b0, b1):
@@ -170,8 +192,19 @@ def parse_close(payload):
     code = (payload[0] << 8) | payload[1]
     if not _valid_close_code(code):
         raise FrameError(CLOSE_PROTOCOL, "invalid close code %d" % code)
+    return code, text(payload[2:], "close reason")
+
+
+def text(payload, what="text message"):
+    """A received UTF-8 payload as str; FrameError(1007) unless it is strict UTF-8
+    (RFC 6455 §8.1). Pure ASCII (as long as a str as in bytes) skips the byte loop."""
     try:
-        reason = bytes(payload[2:]).decode()
-    except Exception:
-        raise FrameError(CLOSE_BAD_DATA, "close reason is not UTF-8")
-    return code, reason
+        s = payload.decode()
+    except UnicodeError:  # MicroPython's; CPython raises its subclass UnicodeDecodeError
+        raise FrameError(CLOSE_BAD_DATA, what + " is not valid UTF-8")
+    if len(s) != len(payload):  # not ASCII: MicroPython's decoder is lenient
+        from chargepilot.framefix import utf8_valid
+
+        if not utf8_valid(payload):
+            raise FrameError(CLOSE_BAD_DATA, what + " is not valid UTF-8")
+    return s
