@@ -19,6 +19,7 @@ def test_station_reports_a_discarded_transaction_event():
         st = make_station(d, fixed={"MessageAttemptsTransactionEvent": 2,
                                     "MessageAttemptIntervalTransactionEvent": 0})
         st.load()
+        st.clock.set(150000000)  # online: the CSMS gave the time (a NotifyEvent needs it)
         while len(st.outbox):  # boot reports, if any: delivered
             run(st.outbox.drain(Csms(lambda a, p, k: None).call))
         st.send("TransactionEvent", te(7, tid="tx-gap"))

@@ -9,3 +9,5 @@ package("chargepilot", base_path="../lib", opt=1)
 
 # The host board (simulated pilot and EV), importable as `board`.
 module("board.py", base_path="../boards/host", opt=1)
+# Its relay guard thread (the host's stand-in for the ESP32's machine.Timer).
+module("hostguard.py", base_path="../boards/host", opt=1)

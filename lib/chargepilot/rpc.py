@@ -347,18 +347,20 @@ class Rpc:
         or (id, None, (action, handler, payload)) for a CALL to run."""
         E = errors
         try:
-            text = unicode_text(text)  # the same strings on both runtimes
-            msg = json.loads(text)
-        except OcppError as e:  # a lone surrogate
-            got = _salvage(text)
-            if got is not None and got[0] == CALL:
-                return got[1], e.code, e.description
-            if got is None:
-                return "-1", e.code, e.description
-            from chargepilot import framefix
+            try:
+                text = unicode_text(text)  # the same strings on both runtimes
+            except OcppError as e:  # a lone surrogate
+                got = _salvage(text)
+                if got is not None and got[0] == CALL:
+                    return got[1], e.code, e.description
+                if got is not None:
+                    from chargepilot import framefix
 
-            framefix.bad_answer(self, got[0], got[1], e.code, e.description)
-            return None
+                    framefix.bad_answer(self, got[0], got[1], e.code, e.description)
+                    return None
+                # Not a recognisable frame: what is wrong with it is its shape,
+                # or that it is not JSON at all, as for any other text.
+            msg = json.loads(text)
         except MemoryError:
             got = _salvage(text)
             if got is not None and got[0] != CALL:
