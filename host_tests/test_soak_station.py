@@ -15,7 +15,7 @@ from test_soak import BOUND  # the CPython bound (tracked objects), explained th
 
 
 def test_station_one_simulated_day_heap_stays_flat():
-    f = soakweek.run(days=1, scale=17280, slots=6, periods=24, station="full", seed=3)
+    f = soakweek.run(days=1, scale=8640, slots=6, periods=24, station="full", seed=3)
     s = f["samples"]
     assert f["unit"] == "objects" and len(s) == 24, (f["unit"], len(s))
     assert f["connects"] >= 40 and f["drops"] >= 40 and f["outages"] >= 1, f
