@@ -70,3 +70,16 @@ def test_readme_and_docs_figures_are_marked():
     assert re.search(r"MicroPython <!-- fig:micropython -->[\d.]+<!-- /fig -->", readme)
     assert re.search(r"<!-- fig:tests -->[\d,]+<!-- /fig --> tests", readme)
     assert "<!-- fig:bundle -->" in deploy
+
+
+def test_suite_time_comes_from_the_test_log(tmp_path):
+    log = tmp_path / "test.log"
+    log.write_text("suite time: 9 min 59 s\n...\nsuite time: 5 min 07 s\n1 passed, 0 failed\n")
+    doc = tmp_path / "doc.md"
+    doc.write_text("(<!-- fig:tests.time -->3 min<!-- /fig --> on 2 cores)\n")
+    r = figures(str(doc), "--test-log", str(log))
+    assert r.returncode == 0, r.stderr
+    assert doc.read_text() == "(<!-- fig:tests.time -->5 min 07 s<!-- /fig --> on 2 cores)\n"
+    log.write_text("1 passed, 0 failed\n")
+    r = figures(str(doc), "--test-log", str(log))
+    assert r.returncode != 0 and "suite time" in (r.stdout + r.stderr)

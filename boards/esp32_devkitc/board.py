@@ -343,16 +343,7 @@ class Board:
             closed = e.out.update(lim if available else 0, now)
             self.set_relay(evse_id, closed)
             return (lim if closed else 0), ("C" if closed else "B"), closed
-        trips = e.trips
-        state = self.pilot_state(evse_id)
-        bp, _adv, relay = e.out.update(limit_tenths, rating, state, now, available)
-        if e.trips != trips:
-            relay = False  # the guard opened it since the state was read
-        adv = pilot.apply(self.set_pilot, self.set_relay, evse_id, e.duty, bp, relay)
-        if relay and e.trips != trips:
-            self._open_relay(e)  # the guard ran during the close: its word stands
-            relay = False
-        return adv, (state if e.trips == trips else e.deb.state), relay
+        return pilot.step_output(self, e, evse_id, limit_tenths, rating, now, available)
 
     def meter_wh(self, evse_id):
         """This board has no energy meter: None (meter.py then reports only what the

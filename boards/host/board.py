@@ -322,18 +322,7 @@ class Board:
             elif changed:
                 self._record(e)
             return adv, e.state, closed
-        trips = e.trips
-        state = self.pilot_state(evse_id)
-        bp, _adv, relay = e.out.update(limit_tenths, rating, state, now, available)
-        if e.trips != trips:
-            relay = False  # the guard opened it since the state was read
-        adv = pilot.apply(self.set_pilot, self.set_relay, evse_id, e.duty, bp, relay)
-        if relay and e.trips != trips:
-            self._open_relay(e)  # the guard ran during the close: its word stands
-            relay = False
-        if e.trips != trips:
-            state = e.deb.state
-        return adv, state, relay
+        return pilot.step_output(self, e, evse_id, limit_tenths, rating, now, available)
 
     # -- meter (docs/ARCHITECTURE.md "Board interface") ------------------
     def _meter_state(self):

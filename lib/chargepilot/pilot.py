@@ -400,6 +400,28 @@ def apply(set_pilot, set_relay, evse_id, old_bp, bp, relay):
     return adv
 
 
+def step_output(board, e, evse_id, limit_tenths, rating, now, available):
+    """The pilot-mode step of every board's `set_output`, around `apply`.
+
+    `e` is the board's per-EVSE record: `trips` (counted by the relay guard,
+    which may run between any two bytecodes: a soft timer callback), `out`
+    (an `Output`), `duty` (the duty on the line now) and `deb` (the state
+    debouncer). The guard's word stands: if it opened the relay after the
+    state was read, the relay is not closed again by this step, and if it ran
+    during the close, the relay is opened once more. Returns (amps tenths the
+    EV decodes, the pilot state, relay closed)."""
+    trips = e.trips
+    state = board.pilot_state(evse_id)
+    bp, _adv, relay = e.out.update(limit_tenths, rating, state, now, available)
+    if e.trips != trips:
+        relay = False  # the guard opened it since the state was read
+    adv = apply(board.set_pilot, board.set_relay, evse_id, e.duty, bp, relay)
+    if relay and e.trips != trips:
+        board._open_relay(e)  # the guard ran during the close
+        relay = False
+    return adv, (state if e.trips == trips else e.deb.state), relay
+
+
 def guard_trip(read, deb, ventilation=False):
     """The relay guard's decision, run from the board's timer while a relay is
     closed (IEC 61851-1: the contactor opens within 100 ms of the EV leaving C).
