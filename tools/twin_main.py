@@ -6,6 +6,11 @@ Everything else is tools/agent_main.py unchanged."""
 
 import sys
 
-import agent_main
+# sys.path[0] is this script's folder (tools/), where agent_main.py also lies as
+# source: the frozen module must win, as on a board.
+sys.path.remove(".frozen")
+sys.path.insert(0, ".frozen")
+
+import agent_main  # noqa: E402
 
 sys.exit(agent_main.main())
