@@ -48,6 +48,7 @@ _PLACEHOLDER_TX = "remote-start-pending"
 _MAX_INFO = const(512)
 _STATES = ("A", "B", "C", "D", "E", "F")
 _MAX_HELD = const(64)  # events held while the clock is unset (bounded)
+_MAX_STAMP_T = 251824463999  # 9999-12-31T23:59:59Z, seconds since 2020-01-01Z (a big int)
 _AGE_FOLD_MS = const(134217728)  # fold a held event's age into its record before 2**29 ms
 
 # chargingState values
@@ -224,10 +225,16 @@ class Transactions:
     # ------------------------------------------------------------ plumbing
 
     def _now(self):
+        # None also once the clock runs past 9999-12-31T23:59:59Z (a CSMS can set
+        # it there): no message can carry that instant, so it is an unknown time
+        # (events held), never a ValueError out of update()
         try:
-            return self.clock.now()
+            t = self.clock.now()
         except Exception:
             return None
+        if t is not None and t > _MAX_STAMP_T:
+            return None
+        return t
 
     def _stamp(self, now):
         # None while the clock is unset: _emit holds the message until it is known

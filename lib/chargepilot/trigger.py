@@ -70,8 +70,15 @@ def make(st):
             ids = [i for i in ids if m.has_meter(i)]
             if not ids:
                 return _answer("NotImplemented", "NoMeter", "this EVSE has no meter")
+            if st.clock.now_rfc3339() is None:
+                # a MeterValues is not held and re-stamped like a TransactionEvent:
+                # without a known time it would carry an invented instant
+                return _answer("Rejected", "TimeUnknown", "the station's clock is not set")
 
             async def meter_values():
+                if st.clock.now_rfc3339() is None:
+                    log.warn(_TAG, "MeterValues not sent: the clock is not set")
+                    return
                 now = st.clock.now()
                 for i in ids:
                     mv = m.values(i, st.dm.get("TxUpdatedMeasurands"), "Trigger",

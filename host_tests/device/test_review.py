@@ -1,0 +1,104 @@
+"""Review of the issue 10/11/15 merge: hostile-CSMS reproductions.
+
+1. TriggerMessage(MeterValues) while the clock is unknown: the MeterValues
+   must not carry an invented instant (meter.values used to format 0 =
+   2020-01-01T00:00:00Z, sent straight to the outbox, never re-stamped).
+2. A CSMS sets currentTime 9999-12-31T23:59:59Z and the clock runs past it:
+   a TransactionEvent / StatusNotification can no longer be stamped
+   (rfc3339.format raises); the transaction must still start (the event is
+   held like one of an unknown clock), never raise out of update().
+"""
+
+from devtest import run
+
+from test_control import Rig, Ticks
+
+from chargepilot import clock as clockmod
+from chargepilot import rfc3339, trigger
+
+_EPOCH0 = "2020-01-01T00:00:00Z"
+
+
+class _Obj:
+    pass
+
+
+def _trigger_rig(clock):
+    from chargepilot import meter, variables
+
+    st = _Obj()
+    st.cfg = _Obj()
+    st.cfg.evse_count = 1
+    st.agent = _Obj()
+    st.agent.registration = "Pending"
+    st.agent.rpc = None
+    st.clock = clock
+    st.dm = variables.DeviceModel(None)
+    board = _Obj()
+    board.meter_wh = lambda evse: 1234
+    st.meter = meter.Meter(board, st.dm, clock)
+    st.ctl = _Obj()
+    st.ctl.advertised = lambda evse: 160
+    st.sent = []
+    st.send = lambda a, p: st.sent.append((a, p))
+    st.txs = _Obj()
+    st.txs.transaction_id = lambda evse: None
+    return st
+
+
+def _run_trigger(st, payload):
+    h = trigger.make(st)["TriggerMessage"]
+    out = run(h(payload))
+    if type(out) is tuple:
+        resp, follow = out
+        run(follow())
+        return resp
+    return out
+
+
+def _stamps(st):
+    return [mv["timestamp"] for a, p in st.sent if a == "MeterValues" for mv in p["meterValue"]]
+
+
+def test_trigger_meter_values_clock_unset_sends_no_invented_instant():
+    st = _trigger_rig(clockmod.Clock())  # never set: the time is unknown
+    resp = _run_trigger(st, {"requestedMessage": "MeterValues", "evse": {"id": 1}})
+    assert _EPOCH0 not in _stamps(st), st.sent
+    # nothing accepted and then silently skipped: the answer says why
+    assert resp["status"] == "Rejected" and st.sent == [], (resp, st.sent)
+
+
+def test_trigger_meter_values_clock_past_9999_sends_nothing_invented():
+    ticks = Ticks()
+    c = clockmod.Clock(ticks_ms=ticks)
+    c.set(rfc3339.parse("9999-12-31T23:59:59Z"))
+    ticks.advance(5000)  # the clock runs on past the last instant RFC 3339 can name
+    st = _trigger_rig(c)
+    resp = _run_trigger(st, {"requestedMessage": "MeterValues"})
+    assert resp["status"] == "Rejected" and st.sent == [], (resp, st.sent)
+
+
+def test_trigger_meter_values_clock_known_is_stamped_now():
+    c = clockmod.Clock()
+    t = rfc3339.parse("2031-05-06T07:08:09Z")
+    c.set(t)
+    st = _trigger_rig(c)
+    resp = _run_trigger(st, {"requestedMessage": "MeterValues"})
+    assert resp == {"status": "Accepted"}, resp
+    s = _stamps(st)
+    assert len(s) == 1 and "2031-05-06T07:08:09Z" <= s[0] <= "2031-05-06T07:08:11Z", s
+
+
+def test_clock_past_9999_transaction_still_starts_and_nothing_raises():
+    r = Rig(tx=True)
+    r.clock.set(rfc3339.parse("9999-12-31T23:59:58Z"))
+    r.run(200)
+    r.run(5000)  # the clock is now past 9999-12-31T23:59:59Z
+    ev = r.board.ev(1)
+    ev.plug(320)
+    r.run(500)
+    # the pilot state change reached Transactions without an exception: a transaction runs
+    assert r.txs.transaction_id(1) is not None, r.faults
+    for a, p in r.sent:
+        ts = p.get("timestamp")
+        assert ts is None or type(ts) is str, (a, p)
