@@ -102,3 +102,35 @@ def test_clock_past_9999_transaction_still_starts_and_nothing_raises():
     for a, p in r.sent:
         ts = p.get("timestamp")
         assert ts is None or type(ts) is str, (a, p)
+
+
+def test_change_availability_flood_writes_flash_only_on_a_change():
+    from devtest import tmpdir
+
+    from chargepilot import availability, recfile
+
+    d = tmpdir("review-av")
+    writes = []
+    orig = recfile.write_record
+
+    def counting(path, obj, *a):
+        writes.append(path)
+        return orig(path, obj, *a)
+
+    recfile.write_record = counting
+    try:
+        av = availability.Availability(d, 2)
+        for _ in range(50):  # a CSMS repeating the same request
+            av.set(1, False)
+            av.set(0, True)
+        assert len(writes) == 1, len(writes)
+        av.set(1, True)
+        assert len(writes) == 2
+        # what is on flash is what was asked for last
+        av2 = availability.Availability(d, 2)
+        assert av2.operative(1) and av2.operative(2)
+        av.set(0, False)
+        av2 = availability.Availability(d, 2)
+        assert not av2.operative(1) and not av2.operative(2)
+    finally:
+        recfile.write_record = orig
