@@ -134,3 +134,22 @@ def test_change_availability_flood_writes_flash_only_on_a_change():
         assert not av2.operative(1) and not av2.operative(2)
     finally:
         recfile.write_record = orig
+
+
+def test_rfc3339_year_0000_january_february_round_trip():
+    # Clock.set accepts 0000-01-01T00:00:00Z; format() gave 0000-01-02 for every
+    # instant of 0000-01-01..0000-02-28 (the C algorithm's era rounding, floored
+    # twice in Python). Independent check: walk the calendar by hand (year 0000
+    # is a leap year in the proleptic Gregorian calendar) one day at a time.
+    t = rfc3339.parse("0000-01-01T00:00:00Z")
+    assert rfc3339.parse("0001-01-01T00:00:00Z") - t == 366 * 86400
+    months = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+    for y in (0, 1):
+        for m in range(12):
+            for d in range(months[m] if y == 0 else (31, 28, 31, 30, 31, 30, 31, 31, 30,
+                                                     31, 30, 31)[m]):
+                want = "%04d-%02d-%02dT12:34:56Z" % (y, m + 1, d + 1)
+                got = rfc3339.format(t + 12 * 3600 + 34 * 60 + 56)
+                assert got == want, (got, want)
+                assert rfc3339.parse(want) == t + 45296, want
+                t += 86400
