@@ -153,3 +153,39 @@ def test_rfc3339_year_0000_january_february_round_trip():
                 assert got == want, (got, want)
                 assert rfc3339.parse(want) == t + 45296, want
                 t += 86400
+
+
+def test_events_held_for_the_clock_released_before_2020_keep_their_real_time():
+    # A CSMS whose currentTime is 2019-06-01 (the clock supports 1970..): the
+    # events held while the clock was unset were stamped max(at, 0) =
+    # 2020-01-01T00:00:00Z, an invented instant seven months after "now".
+    r = Rig(tx=True, clock_set=False)
+    ev = r.board.ev(1)
+    r.run(200)
+    ev.plug(320)
+    r.run(2000)
+    assert r.txs.held() > 0 and r.sent == []
+    t = rfc3339.parse("2019-06-01T00:00:00Z")
+    r.clock.set(t)
+    r.txs.release()
+    stamps = [p["timestamp"] for a, p in r.sent]
+    assert stamps, r.sent
+    for s in stamps:
+        # happened at most ~2.2 s before the clock was set (hand count of the run above)
+        assert "2019-05-31T23:59:57Z" <= s <= "2019-06-01T00:00:00Z", stamps
+
+
+def test_external_limit_held_for_the_clock_released_before_2020_keeps_its_real_time():
+    from test_smart import make
+
+    sc = make(NotifyChargingLimitWithSchedules=True)
+    tk = [1000]
+    sc.clock._ticks_ms = lambda: tk[0]
+    sc.clock.t = None
+    sc.set_external_limit(1, 100, source="SO")  # constant: in force with the clock unset
+    tk[0] += 2500
+    sc.clock.t = rfc3339.parse("2019-06-01T00:00:00Z")
+    sc.poll()
+    _a, p = sc.pending[(1, "SO")]
+    # set 2.5 s before the clock read 2019-06-01T00:00:00Z: whole seconds, never after
+    assert p["chargingSchedule"][0]["startSchedule"] == "2019-05-31T23:59:57Z", p

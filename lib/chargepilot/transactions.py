@@ -48,6 +48,7 @@ _PLACEHOLDER_TX = "remote-start-pending"
 _MAX_INFO = const(512)
 _STATES = ("A", "B", "C", "D", "E", "F")
 _MAX_HELD = const(64)  # events held while the clock is unset (bounded)
+_MIN_STAMP_T = -63745056000  # 0000-01-01T00:00:00Z, seconds since 2020-01-01Z (a big int)
 _MAX_STAMP_T = 251824463999  # 9999-12-31T23:59:59Z, seconds since 2020-01-01Z (a big int)
 _AGE_FOLD_MS = const(134217728)  # fold a held event's age into its record before 2**29 ms
 
@@ -296,7 +297,9 @@ class Transactions:
             d = time.ticks_diff(tk, h[0])
             age = h[1] + (d if d > 0 else 0)
             at = t - (age + 999) // 1000  # whole seconds, never after the event
-            stamp = rfc3339.format(at if at > 0 else 0)
+            # a clock before 2020 is a real time (1970..): only the first instant
+            # RFC 3339 can name bounds it (0 = 2020-01-01 would be invented, later than now)
+            stamp = rfc3339.format(at if at > _MIN_STAMP_T else _MIN_STAMP_T)
             p = h[3]
             after = p.pop("_after", None)
             if after is not None and after > stamp:
