@@ -189,3 +189,60 @@ def test_external_limit_held_for_the_clock_released_before_2020_keeps_its_real_t
     _a, p = sc.pending[(1, "SO")]
     # set 2.5 s before the clock read 2019-06-01T00:00:00Z: whole seconds, never after
     assert p["chargingSchedule"][0]["startSchedule"] == "2019-05-31T23:59:57Z", p
+
+
+def test_base_report_follow_up_refused_does_not_wedge_later_reports():
+    # The rpc layer answers a CALL whose follow-up it cannot start (MAX_FOLLOW_UPS
+    # busy: e.g. four TriggerMessage(StatusNotification) waiting on a slow CSMS)
+    # with a CALLERROR and never runs the follow-up. Reporter set busy in the
+    # handler: every later GetBaseReport was Rejected InProgress until a reboot.
+    from test_coreops_units import _Agent, _dm
+
+    from chargepilot import basereport
+
+    a = _Agent(_dm())
+    rep = basereport.Reporter(a)
+    resp, _never_started = run(rep.on_get_base_report({"requestId": 1,
+                                                       "reportBase": "FullInventory"}))
+    assert resp == {"status": "Accepted"}
+    resp, send = run(rep.on_get_base_report({"requestId": 2, "reportBase": "FullInventory"}))
+    assert resp == {"status": "Accepted"}, resp
+    run(send())
+    assert a.frames and a.frames[-1]["requestId"] == 2 and a.frames[-1]["tbc"] is False
+
+
+def test_base_report_while_a_report_runs_is_in_progress_and_clock_unknown_is_rejected():
+    import asyncio
+
+    from test_coreops_units import _Agent, _dm
+
+    from chargepilot import basereport
+
+    a = _Agent(_dm())
+    gate = []
+
+    async def slow_call(action, payload):
+        while not gate:
+            await asyncio.sleep_ms(5)
+        a.frames.append(payload)
+        return {}
+
+    a.call = slow_call
+    rep = basereport.Reporter(a)
+
+    async def scenario():
+        resp, send = await rep.on_get_base_report({"requestId": 1, "reportBase": "FullInventory"})
+        assert resp == {"status": "Accepted"}
+        task = asyncio.create_task(send())
+        await asyncio.sleep_ms(20)  # the report is being sent
+        again = await rep.on_get_base_report({"requestId": 2, "reportBase": "FullInventory"})
+        assert again["status"] == "Rejected" and again["statusInfo"]["reasonCode"] == \
+            "InProgress", again
+        gate.append(1)
+        await task
+        assert not rep.busy and a.frames[-1]["requestId"] == 1
+
+    run(scenario())
+    a.timestamp = lambda: None  # the clock is not known: no invented generatedAt
+    resp = run(rep.on_get_base_report({"requestId": 3, "reportBase": "FullInventory"}))
+    assert resp["status"] == "Rejected", resp
