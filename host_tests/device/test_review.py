@@ -246,3 +246,11 @@ def test_base_report_while_a_report_runs_is_in_progress_and_clock_unknown_is_rej
     a.timestamp = lambda: None  # the clock is not known: no invented generatedAt
     resp = run(rep.on_get_base_report({"requestId": 3, "reportBase": "FullInventory"}))
     assert resp["status"] == "Rejected", resp
+
+
+def test_trigger_status_notification_clock_unset_is_rejected_not_accepted_and_dropped():
+    # agent.send_status returns without sending while the time is unknown: an
+    # Accepted trigger would never be answered by a StatusNotification.
+    st = _trigger_rig(clockmod.Clock())
+    resp = _run_trigger(st, {"requestedMessage": "StatusNotification"})
+    assert resp["status"] == "Rejected", resp

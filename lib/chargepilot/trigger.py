@@ -48,6 +48,9 @@ def make(st):
         if what == "Heartbeat":
             return _answer("Accepted"), _heartbeat
         if what == "StatusNotification":
+            if st.clock.now_rfc3339() is None:
+                # agent.send_status sends nothing without a known time: say so now
+                return _answer("Rejected", "TimeUnknown", "the station's clock is not set")
             async def statuses():
                 r = agent.rpc
                 for i in ids:
