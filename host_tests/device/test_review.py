@@ -254,3 +254,40 @@ def test_trigger_status_notification_clock_unset_is_rejected_not_accepted_and_dr
     st = _trigger_rig(clockmod.Clock())
     resp = _run_trigger(st, {"requestedMessage": "StatusNotification"})
     assert resp["status"] == "Rejected", resp
+
+
+def test_session_ended_while_the_clock_is_unknown_survives_a_power_cut():
+    # Started..Ended of a session while the clock is unset wait in RAM; _end took
+    # the transaction off the file at once, so a power cut before the clock was
+    # known lost the whole session: the next boot had nothing to end.
+    from devtest import tmpdir
+
+    from chargepilot import txstate
+
+    d = tmpdir("review-tx")
+    r = Rig(tx=True, clock_set=False, state_path=d + "/tx.json")
+    r.txs.recover()
+    ev = r.board.ev(1)
+    r.run(200)
+    ev.plug(320)
+    r.run(500)
+    ev.charge()
+    r.run(2000)
+    tid = r.txs.transaction_id(1)
+    assert tid is not None
+    ev.unplug()
+    r.run(500)
+    assert r.txs.transaction_id(1) is None and r.sent == [] and r.txs.held() > 0
+    recs, _p = txstate.TxFile(d + "/tx.json").load()
+    assert tid in recs, recs
+    # power cut now: the next boot ends it (PowerLoss), held for its clock
+    r2 = Rig(tx=True, clock_set=False, state_path=d + "/tx.json")
+    got, _probs = r2.txs.recover()
+    assert got == [(1, tid)], got
+    # no cut: once the clock is known the held Ended goes out and the file lets go
+    r.clock.set(rfc3339.parse("2031-01-01T00:00:00Z"))
+    r.txs.release()
+    ends = [p for a, p in r.sent if a == "TransactionEvent" and p["eventType"] == "Ended"]
+    assert len(ends) == 1 and ends[0]["transactionInfo"]["transactionId"] == tid
+    recs, _p = txstate.TxFile(d + "/tx.json").load()
+    assert tid not in recs, recs

@@ -632,7 +632,14 @@ class Transactions:
             info["timeSpentCharging"] = tx.charged_s
         self._event(evse_id, e, "Ended", trigger, now, info)
         e.tx = None
-        self._forget(tx.id)  # after the Ended is queued (a cut between: recover() sees it)
+        held = self._held
+        if (held and held[-1][4] is None and held[-1][2] == "TransactionEvent"
+                and held[-1][3].get("transactionInfo", {}).get("transactionId") == tx.id):
+            # the Ended waits in RAM for the clock: the file keeps the transaction
+            # until release() has queued it (a power cut meanwhile: recover() ends it)
+            held[-1][4] = tx.id
+        else:
+            self._forget(tx.id)  # after the Ended is queued (a cut between: recover() sees it)
         if e.inop:  # a ChangeAvailability Scheduled during the transaction applies now
             self._hold(evse_id, True)
             self._status(evse_id, e, now)
