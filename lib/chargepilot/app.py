@@ -107,7 +107,7 @@ class Station:
         point = transactions.EV_CONNECTED if "EVConnected" in point.split(",") \
             else transactions.POWER_PATH_CLOSED
         self.txs = transactions.Transactions(
-            self.cfg, self.profiles, clock, send=self.send, start_point=point,
+            self.cfg, self.profiles, clock, send=self._send_tx, start_point=point,
             changed=self.ctl.changed, hold=self.ctl.hold, online=self._online,
             install=self._install_remote, on_ended=self._ended, send_status=False,
             state_path=state_dir + "/" + TX_FILE, check_fs=check_fs)
@@ -373,6 +373,14 @@ class Station:
             self.agent.queue_call(action, payload)
         except Exception as e:
             log.error(_TAG, "%s not queued: %s" % (action, e))
+
+    def _send_tx(self, action, payload):
+        """Transactions' send: like send(), but a refusal (full outbox, failed
+        flash write) raises, so transactions keeps a recovered Ended (PowerLoss)
+        in its file for the next boot instead of forgetting it."""
+        if action == "TransactionEvent" and "meterValue" not in payload:
+            self._power_loss_meter(payload)
+        self.agent.queue_call(action, payload)
 
     def _attempt_rule(self, action):
         # E13: OCPPCommCtrlr.MessageAttempts / MessageAttemptInterval[TransactionEvent]

@@ -79,6 +79,8 @@ class Availability:
         fails; then nothing changed."""
         old_s = self.station
         old_e = self.evse[evse_id] if evse_id else None
+        if (old_s if evse_id == 0 else old_e) == operative:
+            return  # what flash holds already (a CSMS repeating itself wears no flash)
         if evse_id == 0:
             self.station = operative
         else:

@@ -16,6 +16,7 @@ are built one at a time from the table: memory is one frame, whatever the
 inventory size. A lost connection ends the report (the CSMS asks again).
 """
 
+import asyncio
 import json
 
 from micropython import const
@@ -105,9 +106,21 @@ class Reporter:
             return {"status": "Rejected",
                     "statusInfo": {"reasonCode": "InProgress",
                                    "additionalInfo": "a report is being sent"}}
-        self.busy = True
+        if self.agent.timestamp() is None:
+            # never an invented generatedAt: say so now rather than Accept and send nothing
+            return {"status": "Rejected",
+                    "statusInfo": {"reasonCode": "TimeUnknown",
+                                   "additionalInfo": "the station's clock is not set"}}
 
         async def send():
+            # busy is taken here, not in the handler: the rpc layer may refuse to
+            # start this follow-up (MAX_FOLLOW_UPS, connection gone), and a flag set
+            # by the handler would then stay set and refuse every report until reboot.
+            # Two requests Accepted back to back: the second waits (at most
+            # rpc.MAX_FOLLOW_UPS follow-ups exist at once).
+            while self.busy:
+                await asyncio.sleep_ms(100)
+            self.busy = True
             try:
                 await self._report(rid, base)
             finally:

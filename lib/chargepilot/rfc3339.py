@@ -22,7 +22,7 @@ def _days_from_civil(y, m, d):
     # Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
     if m <= 2:
         y -= 1
-    era = (y if y >= 0 else y - 399) // 400
+    era = y // 400  # Python's // floors already (the C form's y - 399 is for truncation)
     yoe = y - era * 400
     mp = m - 3 if m > 2 else m + 9
     doy = (153 * mp + 2) // 5 + d - 1
@@ -32,7 +32,7 @@ def _days_from_civil(y, m, d):
 
 def _civil_from_days(z):
     z += 719468
-    era = (z if z >= 0 else z - 146096) // 146097
+    era = z // 146097  # floors already: the C form's z - 146096 put 0000-01..02 one era off
     doe = z - era * 146097
     yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
     y = yoe + era * 400

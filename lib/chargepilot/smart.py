@@ -29,6 +29,7 @@ REPORT_PERIODS = const(24)
 MAX_COMPOSITE_S = const(604800)
 _MAX_INFO = const(512)
 _LOCAL_START = "0001-01-01T00:00:00Z"
+_MIN_STAMP_T = -63745056000  # 0000-01-01T00:00:00Z in seconds since 2020-01-01Z
 # Reason code for "smart charging switched off" (digest §3.2 item 1: not specified).
 _NOT_ENABLED = "NotEnabled"
 
@@ -454,7 +455,10 @@ class SmartCharging:
                 d = time.ticks_diff(tk, ticks)
                 d = folded + (d if d > 0 else 0)
                 at = t - (d + 999) // 1000  # whole seconds, never after the set
-                msg["chargingSchedule"] = [_schedule_from(at if at > 0 else 0, sched[0], sched[1])]
+                # before 2020 is a real time too (0 = 2020-01-01 would be after now)
+                if at < _MIN_STAMP_T:
+                    at = _MIN_STAMP_T
+                msg["chargingSchedule"] = [_schedule_from(at, sched[0], sched[1])]
             self.notify(key, action, msg)
 
     def _significant(self, old, new):

@@ -48,6 +48,8 @@ _PLACEHOLDER_TX = "remote-start-pending"
 _MAX_INFO = const(512)
 _STATES = ("A", "B", "C", "D", "E", "F")
 _MAX_HELD = const(64)  # events held while the clock is unset (bounded)
+_MIN_STAMP_T = -63745056000  # 0000-01-01T00:00:00Z, seconds since 2020-01-01Z (a big int)
+_MAX_STAMP_T = 251824463999  # 9999-12-31T23:59:59Z, seconds since 2020-01-01Z (a big int)
 _AGE_FOLD_MS = const(134217728)  # fold a held event's age into its record before 2**29 ms
 
 # chargingState values
@@ -224,10 +226,16 @@ class Transactions:
     # ------------------------------------------------------------ plumbing
 
     def _now(self):
+        # None also once the clock runs past 9999-12-31T23:59:59Z (a CSMS can set
+        # it there): no message can carry that instant, so it is an unknown time
+        # (events held), never a ValueError out of update()
         try:
-            return self.clock.now()
+            t = self.clock.now()
         except Exception:
             return None
+        if t is not None and t > _MAX_STAMP_T:
+            return None
+        return t
 
     def _stamp(self, now):
         # None while the clock is unset: _emit holds the message until it is known
@@ -289,7 +297,9 @@ class Transactions:
             d = time.ticks_diff(tk, h[0])
             age = h[1] + (d if d > 0 else 0)
             at = t - (age + 999) // 1000  # whole seconds, never after the event
-            stamp = rfc3339.format(at if at > 0 else 0)
+            # a clock before 2020 is a real time (1970..): only the first instant
+            # RFC 3339 can name bounds it (0 = 2020-01-01 would be invented, later than now)
+            stamp = rfc3339.format(at if at > _MIN_STAMP_T else _MIN_STAMP_T)
             p = h[3]
             after = p.pop("_after", None)
             if after is not None and after > stamp:
@@ -622,7 +632,14 @@ class Transactions:
             info["timeSpentCharging"] = tx.charged_s
         self._event(evse_id, e, "Ended", trigger, now, info)
         e.tx = None
-        self._forget(tx.id)  # after the Ended is queued (a cut between: recover() sees it)
+        held = self._held
+        if (held and held[-1][4] is None and held[-1][2] == "TransactionEvent"
+                and held[-1][3].get("transactionInfo", {}).get("transactionId") == tx.id):
+            # the Ended waits in RAM for the clock: the file keeps the transaction
+            # until release() has queued it (a power cut meanwhile: recover() ends it)
+            held[-1][4] = tx.id
+        else:
+            self._forget(tx.id)  # after the Ended is queued (a cut between: recover() sees it)
         if e.inop:  # a ChangeAvailability Scheduled during the transaction applies now
             self._hold(evse_id, True)
             self._status(evse_id, e, now)

@@ -48,6 +48,9 @@ def make(st):
         if what == "Heartbeat":
             return _answer("Accepted"), _heartbeat
         if what == "StatusNotification":
+            if st.clock.now_rfc3339() is None:
+                # agent.send_status sends nothing without a known time: say so now
+                return _answer("Rejected", "TimeUnknown", "the station's clock is not set")
             async def statuses():
                 r = agent.rpc
                 for i in ids:
@@ -70,8 +73,15 @@ def make(st):
             ids = [i for i in ids if m.has_meter(i)]
             if not ids:
                 return _answer("NotImplemented", "NoMeter", "this EVSE has no meter")
+            if st.clock.now_rfc3339() is None:
+                # a MeterValues is not held and re-stamped like a TransactionEvent:
+                # without a known time it would carry an invented instant
+                return _answer("Rejected", "TimeUnknown", "the station's clock is not set")
 
             async def meter_values():
+                if st.clock.now_rfc3339() is None:
+                    log.warn(_TAG, "MeterValues not sent: the clock is not set")
+                    return
                 now = st.clock.now()
                 for i in ids:
                     mv = m.values(i, st.dm.get("TxUpdatedMeasurands"), "Trigger",
