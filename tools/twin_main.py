@@ -8,7 +8,8 @@ import sys
 
 # sys.path[0] is this script's folder (tools/), where agent_main.py also lies as
 # source: the frozen module must win, as on a board.
-sys.path.remove(".frozen")
+if ".frozen" in sys.path:
+    sys.path.remove(".frozen")
 sys.path.insert(0, ".frozen")
 
 import agent_main  # noqa: E402
