@@ -915,3 +915,32 @@ def test_held_overflow_drops_updated_before_the_ended():
     assert kinds == ["Started"] + ["Updated"] * 62 + ["Ended"], kinds
     # seqNo: Started 0, Updated 1..70, Ended 71; Updated 9..70 delivered
     assert [p["seqNo"] for p in tes] == [0] + list(range(9, 71)) + [71]
+
+
+def test_held_overflow_drops_a_later_session_before_an_ended():
+    # Two EVSEs, hold lowered to 4, StatusNotification off, driven directly. Held:
+    # Started tx1 (EVSE 1), Started tx2, Ended tx2, Started tx3 (EVSE 2): full.
+    # Ended tx1 must be held: no StatusNotification or Updated to drop, so the newest
+    # Started of another transaction (tx3) goes, and with it tx3's Ended later.
+    # Delivered (hand): Started tx1, Started tx2, Ended tx2, Ended tx1; 2 dropped.
+    r = Rig(evses=2, tx=True, clock_set=False)
+    r.txs.send_status = False
+    r.txs.max_held = 4
+    r.txs.update(1, "B")
+    r.txs.update(2, "B")
+    r.txs.update(2, "A")
+    r.txs.update(2, "B")
+    assert r.txs.held() == 4 and r.txs.held_dropped == 0
+    r.txs.update(1, "A")
+    r.txs.update(2, "A")
+    assert r.txs.held() == 4 and r.txs.held_dropped == 2
+    r.clock.set(T0)
+    r.txs.poll()
+    got = [(p["eventType"], p["evse"]["id"]) for p in r.events()]
+    assert got == [("Started", 1), ("Started", 2), ("Ended", 2), ("Ended", 1)], got
+    ids = [p["transactionInfo"]["transactionId"] for p in r.events()]
+    assert ids[0] == ids[3] and ids[1] == ids[2] and ids[0] != ids[1]
+    # once the clock is known, tx4 on EVSE 2 goes as usual
+    r.txs.update(2, "B")
+    r.txs.update(2, "A")
+    assert [p["eventType"] for p in r.events()][4:] == ["Started", "Ended"]
