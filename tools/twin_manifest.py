@@ -11,3 +11,8 @@ package("chargepilot", base_path="../lib", opt=1)
 module("board.py", base_path="../boards/host", opt=1)
 # Its relay guard thread (the host's stand-in for the ESP32's machine.Timer).
 module("hostguard.py", base_path="../boards/host", opt=1)
+
+# The host entry point (tools/agent --twin runs tools/twin_main.py, which
+# imports it): frozen as a board's start-up code would be, so that its bytecode
+# does not take heap (about 5 KB; tools/bench heap-agent).
+module("agent_main.py", base_path=".", opt=1)

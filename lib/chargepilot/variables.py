@@ -294,11 +294,9 @@ class DeviceModel:
     def __init__(self, state_dir=None, fixed=None, max_entries=DEFAULT_MAX_ENTRIES):
         self._rows = {}
         self._values = {}
-        self._by_name = {}
         for row in TABLE:
             self._rows[row[0]] = row
             self._values[row[0]] = row[6]
-            self._by_name[(row[1], row[2], row[3])] = row
         self.components = set(r[1] for r in TABLE)
         self.max_entries = max_entries
         self._readers = {}  # key -> fn() for values that live elsewhere (Entries)
@@ -523,10 +521,15 @@ class DeviceModel:
             return self.scope.find(cname, component["evse"], variable)
         if cname not in self.components or "instance" in component or "evse" in component:
             return None, "UnknownComponent"
-        row = self._by_name.get((cname, variable.get("name"), variable.get("instance")))
-        if row is None:
-            return None, "UnknownVariable"
-        return row, None
+        # A scan of TABLE (in flash when frozen), not an index by name: the index
+        # held a key tuple per row, ~2 KB of heap for the agent's life, and a
+        # Get/SetVariables item is rare and bounded (ItemsPerMessage).
+        name = variable.get("name")
+        inst = variable.get("instance")
+        for row in TABLE:
+            if row[2] == name and row[1] == cname and row[3] == inst:
+                return row, None
+        return None, "UnknownVariable"
 
     def commit(self, changes):
         """Apply [(row, value)] from one SetVariables: persist once, then run them.
