@@ -26,6 +26,7 @@ from chargepilot import atomic, availability, meter
 _TAG = "app"
 # Messages that must not be lost wait in flash (outbox.py): at most this many.
 OUTBOX_MAX = const(64)
+_DROP_NOTE_BYTES = const(1024)  # room a held-drops NotifyEvent needs in the outbox
 # bytes of one queued ClearedChargingLimit at most (record + integrity line: ~140)
 CLEARED_RECORD = const(192)
 # The running transactions (txstate.py): ended after a power loss at the next boot.
@@ -314,6 +315,10 @@ class Station:
                 self.smart.poll()  # limit notifications held until the clock is known
             except Exception as e:
                 log.exception(_TAG, "smart poll", e)
+            try:
+                self.report_held_drops()
+            except Exception as e:
+                log.exception(_TAG, "held drops", e)
 
     # ------------------------------------------------------------ wiring
 
@@ -404,6 +409,30 @@ class Station:
                 payload.get("eventType"), payload.get("seqNo"), tid)
         self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
                            "%s discarded: %s" % (what, reason))
+
+    def report_held_drops(self):
+        """Events that transactions / smart held while the clock was unknown
+        and dropped (their hold full): one NotifyEvent each (OCPPCommCtrlr
+        Problem, the count and the last one dropped), like a discarded
+        message (_discarded). Only once the clock is known (the held ones
+        are out then, and the NotifyEvent carries a real time)."""
+        if self.clock.now_rfc3339() is None:
+            return
+        ob = self.outbox
+        if (len(ob) >= OUTBOX_MAX - ob.reserve_count
+                or ob.bytes() + _DROP_NOTE_BYTES > ob.max_bytes - ob.reserve_bytes):
+            # full (e.g. the held ones just released): tried again at the next poll,
+            # once sending made room (no refused put, no flash write meanwhile)
+            return
+        for src, what in ((self.txs, "TransactionEvent/StatusNotification messages"),
+                          (self.smart, "charging limit notifications")):
+            n = getattr(src, "held_dropped", 0)
+            if n:
+                text = ("%d %s dropped while the clock was unknown (hold full); last: %s"
+                        % (n, what, src.held_drop_last))
+                log.error(_TAG, text)
+                self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true", text)
+                src.held_dropped -= n
 
     def _stamp_late(self, action, payload):
         """outbox.prepare: a NotifyEvent queued while the clock was unknown
