@@ -944,3 +944,44 @@ def test_held_overflow_drops_a_later_session_before_an_ended():
     r.txs.update(2, "B")
     r.txs.update(2, "A")
     assert [p["eventType"] for p in r.events()][4:] == ["Started", "Ended"]
+
+
+def test_held_events_wait_for_outbox_room_on_release():
+    # Held while the clock is unknown: StatusNotification Occupied, Started, 3 Updated
+    # (5 events; Available went before the tx point). Once the clock is known the
+    # outbox takes only 2, then none: the other 3 stay held, in order, nothing is
+    # dropped; when room comes back they follow. Expected by hand: Started seqNo 0,
+    # Updated 1, 2, 3, in that order, no drop.
+    r = Rig(tx=True, clock_set=False)
+    ev = r.board.ev(1)
+    r.run(500)
+    ev.plug()
+    r.run(500)
+    for _ in range(3):
+        assert r.txs.event(1, "Trigger")
+    held0 = r.txs.held()
+    assert held0 >= 4, held0
+    room = [2]
+
+    def has_room(payload):
+        return room[0] > 0
+
+    def counted(fn):
+        def send(action, payload):
+            room[0] -= 1
+            fn(action, payload)
+        return send
+
+    r.txs.send = counted(r.txs.send)
+    r.txs.has_room = has_room
+    r.clock.set(T0)
+    r.txs.poll()
+    assert r.txs.held() == held0 - 2 and r.txs.held_dropped == 0
+    r.txs.poll()  # still no room: nothing moves
+    assert r.txs.held() == held0 - 2
+    room[0] = 100
+    r.txs.poll()
+    assert r.txs.held() == 0 and r.txs.held_dropped == 0
+    tes = r.events()
+    assert [p["eventType"] for p in tes] == ["Started", "Updated", "Updated", "Updated"]
+    assert [p["seqNo"] for p in tes] == [0, 1, 2, 3]

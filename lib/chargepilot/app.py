@@ -15,6 +15,7 @@ pauses every EVSE instead of charging unlimited).
 """
 
 import asyncio
+import json
 import os
 
 from micropython import const
@@ -112,6 +113,7 @@ class Station:
             changed=self.ctl.changed, hold=self.ctl.hold, online=self._online,
             install=self._install_remote, on_ended=self._ended, send_status=False,
             state_path=state_dir + "/" + TX_FILE, check_fs=check_fs)
+        self.txs.has_room = self._outbox_room
         self.recovered = []  # (evse, transactionId) ended at boot after a power loss
         self.ctl.on_output = self.txs.update
         self.smart.changed = self.ctl.changed
@@ -409,6 +411,17 @@ class Station:
                 payload.get("eventType"), payload.get("seqNo"), tid)
         self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
                            "%s discarded: %s" % (what, reason))
+
+    def _outbox_room(self, payload):
+        """Whether the outbox takes `payload` now (its count and bytes, less what
+        is reserved for ClearedChargingLimit): transactions releases held events
+        only while this holds, so none is refused (and lost) on release."""
+        ob = self.outbox
+        if ob is None:
+            return True
+        need = len(json.dumps(payload)) + 64  # + the record's frame
+        return (len(ob) < OUTBOX_MAX - ob.reserve_count
+                and ob.bytes() + need <= ob.max_bytes - ob.reserve_bytes)
 
     def report_held_drops(self):
         """Events that transactions / smart held while the clock was unknown

@@ -202,6 +202,7 @@ class Transactions:
         self._loaded = False  # the file was read (recover) before its first write
         # events waiting for the clock: [ticks, age folded in ms, action, payload, tid to forget]
         self._held = []
+        self.has_room = None  # fn(payload) -> bool: the outbox can take it (release)
         # held events dropped (hold full) and the last one, for the CSMS (app.Station)
         self.held_dropped = 0
         self.held_drop_last = None
@@ -371,7 +372,9 @@ class Transactions:
     def release(self):
         """Send the events held while the clock was unset, stamped with the
         instant each happened; a no-op while the clock is still unset. Called
-        by every emit and by poll()."""
+        by every emit and by poll(). `has_room(payload)` (set by the app; None:
+        always) says whether the outbox can take the next one: when it cannot,
+        the rest stay held (a refused put would lose them) until it has room."""
         held = self._held
         if not held:
             return
@@ -384,7 +387,10 @@ class Transactions:
                     h[1] += d
                     h[0] = tk
             return
+        room = self.has_room
         while held:
+            if room is not None and not room(held[0][3]):
+                return  # the outbox is full: the rest stays held, in order, for the next poll
             h = held.pop(0)
             d = time.ticks_diff(tk, h[0])
             age = h[1] + (d if d > 0 else 0)
