@@ -853,3 +853,135 @@ def test_event_held_for_days_keeps_its_instant():
     r.txs.poll()
     started = [p for a, p in r.sent if a == "TransactionEvent"][0]
     assert started["timestamp"] == rfc3339.format(T0 - 8 * 86400 - 1), started["timestamp"]
+
+
+def _cycles(r, ev, n):
+    for _ in range(n):
+        ev.plug()
+        r.run(500)
+        ev.unplug()
+        r.run(500)
+
+
+def test_held_overflow_never_leaves_a_started_without_its_ended():
+    # 40 plug cycles with the clock unknown (review): each cycle is StatusNotification
+    # Occupied, Started, Ended, StatusNotification Available; 1 + 40 * 4 = 161 events,
+    # at most 64 held, so 161 - 64 = 97 dropped (one per event added to a full hold).
+    # Hand-run policy: StatusNotifications go first; after cycle 32 the hold is the
+    # 64 Started/Ended of transactions 1..32; cycles 33..40 go whole (Started dropped,
+    # so its Ended too). Delivered: 32 Started, each with its Ended, in order.
+    r = Rig(tx=True, clock_set=False)
+    ev = r.board.ev(1)
+    r.run(500)
+    _cycles(r, ev, 40)
+    assert r.sent == [] and r.txs.held() == 64
+    assert r.txs.held_dropped == 97, r.txs.held_dropped
+    r.clock.set(T0)
+    r.txs.poll()
+    tes = r.events()
+    started = [p["transactionInfo"]["transactionId"] for p in tes if p["eventType"] == "Started"]
+    ended = [p["transactionInfo"]["transactionId"] for p in tes if p["eventType"] == "Ended"]
+    assert len(started) == 32 and ended == started, (len(started), len(ended))
+    assert len(set(started)) == 32
+    # the transactions after the hold filled are gone whole, also once the clock is known
+    _cycles(r, ev, 1)
+    tes = r.events()
+    assert len(tes) == 66 and tes[-2]["eventType"] == "Started" and tes[-1]["eventType"] == "Ended"
+    assert tes[-1]["transactionInfo"]["transactionId"] == tes[-2]["transactionInfo"]["transactionId"]
+
+
+def test_held_overflow_drops_updated_before_the_ended():
+    # Held: StatusNotification Available, Occupied, Started (3), then 70 Updated: the
+    # 62nd and 63rd drop the two StatusNotifications, the 64th..70th the Updated 1..7
+    # (9 drops). Unplug emits StatusNotification Available (no other one held: it
+    # drops Updated 8), then the Ended (drops that StatusNotification, the oldest):
+    # 11 drops. Delivered: Started, Updated 9..70 (62), Ended.
+    r = Rig(tx=True, clock_set=False)
+    ev = r.board.ev(1)
+    r.run(500)
+    ev.plug()
+    r.run(500)
+    assert r.txs.held() == 3
+    for _ in range(70):
+        assert r.txs.event(1, "Trigger")
+    assert r.txs.held_dropped == 9 and r.txs.held() == 64
+    ev.unplug()
+    r.run(500)
+    assert r.txs.held_dropped == 11 and r.txs.held() == 64
+    r.clock.set(T0)
+    r.txs.poll()
+    tes = r.events()
+    kinds = [p["eventType"] for p in tes]
+    assert kinds == ["Started"] + ["Updated"] * 62 + ["Ended"], kinds
+    # seqNo: Started 0, Updated 1..70, Ended 71; Updated 9..70 delivered
+    assert [p["seqNo"] for p in tes] == [0] + list(range(9, 71)) + [71]
+
+
+def test_held_overflow_drops_a_later_session_before_an_ended():
+    # Two EVSEs, hold lowered to 4, StatusNotification off, driven directly. Held:
+    # Started tx1 (EVSE 1), Started tx2, Ended tx2, Started tx3 (EVSE 2): full.
+    # Ended tx1 must be held: no StatusNotification or Updated to drop, so the newest
+    # Started of another transaction (tx3) goes, and with it tx3's Ended later.
+    # Delivered (hand): Started tx1, Started tx2, Ended tx2, Ended tx1; 2 dropped.
+    r = Rig(evses=2, tx=True, clock_set=False)
+    r.txs.send_status = False
+    r.txs.max_held = 4
+    r.txs.update(1, "B")
+    r.txs.update(2, "B")
+    r.txs.update(2, "A")
+    r.txs.update(2, "B")
+    assert r.txs.held() == 4 and r.txs.held_dropped == 0
+    r.txs.update(1, "A")
+    r.txs.update(2, "A")
+    assert r.txs.held() == 4 and r.txs.held_dropped == 2
+    r.clock.set(T0)
+    r.txs.poll()
+    got = [(p["eventType"], p["evse"]["id"]) for p in r.events()]
+    assert got == [("Started", 1), ("Started", 2), ("Ended", 2), ("Ended", 1)], got
+    ids = [p["transactionInfo"]["transactionId"] for p in r.events()]
+    assert ids[0] == ids[3] and ids[1] == ids[2] and ids[0] != ids[1]
+    # once the clock is known, tx4 on EVSE 2 goes as usual
+    r.txs.update(2, "B")
+    r.txs.update(2, "A")
+    assert [p["eventType"] for p in r.events()][4:] == ["Started", "Ended"]
+
+
+def test_held_events_wait_for_outbox_room_on_release():
+    # Held while the clock is unknown: StatusNotification Occupied, Started, 3 Updated
+    # (5 events; Available went before the tx point). Once the clock is known the
+    # outbox takes only 2, then none: the other 3 stay held, in order, nothing is
+    # dropped; when room comes back they follow. Expected by hand: Started seqNo 0,
+    # Updated 1, 2, 3, in that order, no drop.
+    r = Rig(tx=True, clock_set=False)
+    ev = r.board.ev(1)
+    r.run(500)
+    ev.plug()
+    r.run(500)
+    for _ in range(3):
+        assert r.txs.event(1, "Trigger")
+    held0 = r.txs.held()
+    assert held0 >= 4, held0
+    room = [2]
+
+    def has_room(payload):
+        return room[0] > 0
+
+    def counted(fn):
+        def send(action, payload):
+            room[0] -= 1
+            fn(action, payload)
+        return send
+
+    r.txs.send = counted(r.txs.send)
+    r.txs.has_room = has_room
+    r.clock.set(T0)
+    r.txs.poll()
+    assert r.txs.held() == held0 - 2 and r.txs.held_dropped == 0
+    r.txs.poll()  # still no room: nothing moves
+    assert r.txs.held() == held0 - 2
+    room[0] = 100
+    r.txs.poll()
+    assert r.txs.held() == 0 and r.txs.held_dropped == 0
+    tes = r.events()
+    assert [p["eventType"] for p in tes] == ["Started", "Updated", "Updated", "Updated"]
+    assert [p["seqNo"] for p in tes] == [0, 1, 2, 3]

@@ -15,6 +15,7 @@ pauses every EVSE instead of charging unlimited).
 """
 
 import asyncio
+import json
 import os
 
 from micropython import const
@@ -26,6 +27,7 @@ from chargepilot import atomic, availability, meter
 _TAG = "app"
 # Messages that must not be lost wait in flash (outbox.py): at most this many.
 OUTBOX_MAX = const(64)
+_DROP_NOTE_BYTES = const(1024)  # room a held-drops NotifyEvent needs in the outbox
 # bytes of one queued ClearedChargingLimit at most (record + integrity line: ~140)
 CLEARED_RECORD = const(192)
 # The running transactions (txstate.py): ended after a power loss at the next boot.
@@ -111,6 +113,7 @@ class Station:
             changed=self.ctl.changed, hold=self.ctl.hold, online=self._online,
             install=self._install_remote, on_ended=self._ended, send_status=False,
             state_path=state_dir + "/" + TX_FILE, check_fs=check_fs)
+        self.txs.has_room = self._outbox_room
         self.recovered = []  # (evse, transactionId) ended at boot after a power loss
         self.ctl.on_output = self.txs.update
         self.smart.changed = self.ctl.changed
@@ -314,6 +317,10 @@ class Station:
                 self.smart.poll()  # limit notifications held until the clock is known
             except Exception as e:
                 log.exception(_TAG, "smart poll", e)
+            try:
+                self.report_held_drops()
+            except Exception as e:
+                log.exception(_TAG, "held drops", e)
 
     # ------------------------------------------------------------ wiring
 
@@ -404,6 +411,41 @@ class Station:
                 payload.get("eventType"), payload.get("seqNo"), tid)
         self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
                            "%s discarded: %s" % (what, reason))
+
+    def _outbox_room(self, payload):
+        """Whether the outbox takes `payload` now (its count and bytes, less what
+        is reserved for ClearedChargingLimit): transactions releases held events
+        only while this holds, so none is refused (and lost) on release."""
+        ob = self.outbox
+        if ob is None:
+            return True
+        need = len(json.dumps(payload)) + 64  # + the record's frame
+        return (len(ob) < OUTBOX_MAX - ob.reserve_count
+                and ob.bytes() + need <= ob.max_bytes - ob.reserve_bytes)
+
+    def report_held_drops(self):
+        """Events that transactions / smart held while the clock was unknown
+        and dropped (their hold full): one NotifyEvent each (OCPPCommCtrlr
+        Problem, the count and the last one dropped), like a discarded
+        message (_discarded). Only once the clock is known (the held ones
+        are out then, and the NotifyEvent carries a real time)."""
+        if self.clock.now_rfc3339() is None:
+            return
+        ob = self.outbox
+        if (len(ob) >= OUTBOX_MAX - ob.reserve_count
+                or ob.bytes() + _DROP_NOTE_BYTES > ob.max_bytes - ob.reserve_bytes):
+            # full (e.g. the held ones just released): tried again at the next poll,
+            # once sending made room (no refused put, no flash write meanwhile)
+            return
+        for src, what in ((self.txs, "TransactionEvent/StatusNotification messages"),
+                          (self.smart, "charging limit notifications")):
+            n = getattr(src, "held_dropped", 0)
+            if n:
+                text = ("%d %s dropped while the clock was unknown (hold full); last: %s"
+                        % (n, what, src.held_drop_last))
+                log.error(_TAG, text)
+                self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true", text)
+                src.held_dropped -= n
 
     def _stamp_late(self, action, payload):
         """outbox.prepare: a NotifyEvent queued while the clock was unknown

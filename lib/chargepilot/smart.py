@@ -84,6 +84,8 @@ class SmartCharging:
         # was queued; False: every one was refused (the CSMS does not know it).
         # Absent: not known (e.g. a limit stored before this boot: it was notified)
         self._told = {}
+        self.held_dropped = 0  # held limit notifications dropped (queue full)
+        self.held_drop_last = None
         # notifications waiting for the clock (a schedule's startSchedule needs it), and
         # every later one behind them:
         # [ticks, age folded in ms, key, action, payload, (unit, periods) | None]
@@ -422,6 +424,8 @@ class SmartCharging:
                 old = q.pop(0)
                 log.error(_TAG, "%s for evse %d (%s) dropped: the clock is still unset"
                           % (old[3], old[2][0], old[2][1]))
+                self.held_dropped += 1  # reported by the app once the clock is known
+                self.held_drop_last = "%s for evse %d (source %s)" % (old[3], old[2][0], old[2][1])
                 if old[3] == "NotifyChargingLimit" and not self._told.get(old[2]):
                     self._told[old[2]] = False  # its Cleared must not go alone (item 4)
             q.append([self._ticks(), 0, key, action, msg, sched])

@@ -67,6 +67,14 @@ def _rand32():
         return random.getrandbits(32)
 
 
+def _tid(action, payload):
+    # the transactionId of a TransactionEvent payload, else None
+    if action != "TransactionEvent":
+        return None
+    info = payload.get("transactionInfo")
+    return info.get("transactionId") if type(info) is dict else None
+
+
 def _status_info(reason, info):
     return {"reasonCode": reason[:20], "additionalInfo": info[:_MAX_INFO]}
 
@@ -194,7 +202,12 @@ class Transactions:
         self._loaded = False  # the file was read (recover) before its first write
         # events waiting for the clock: [ticks, age folded in ms, action, payload, tid to forget]
         self._held = []
+        self.has_room = None  # fn(payload) -> bool: the outbox can take it (release)
+        # held events dropped (hold full) and the last one, for the CSMS (app.Station)
         self.held_dropped = 0
+        self.held_drop_last = None
+        self.max_held = _MAX_HELD  # (tests lower it: 64 full events are a big heap share)
+        self._gone = []  # transactions whose Started was dropped: the rest goes too
 
     # ------------------------------------------------------------ queries
 
@@ -244,6 +257,9 @@ class Transactions:
     def _emit(self, action, payload, forget=None):
         if self._held:
             self.release()
+        if self._gone and _tid(action, payload) in self._gone:
+            self._hold_msg(action, payload, forget)  # dropped: its Started was
+            return
         if payload.get("timestamp", "") is None or self._held:
             self._hold_msg(action, payload, forget)
             return
@@ -253,20 +269,97 @@ class Transactions:
             log.exception(_TAG, "%s not queued" % action, e)
 
     def _hold_msg(self, action, payload, forget):
+        """Hold an event until the clock is known; at most _MAX_HELD wait.
+
+        When the hold is full something must go, chosen so that the CSMS is
+        never left with a transaction Started and not Ended (an Ended is what
+        closes it there), and every drop is counted (held_dropped, reported
+        to the CSMS by the app once the clock is known):
+          1. the oldest held StatusNotification (a later one supersedes it);
+          2. else the oldest held Updated (the least important event);
+          3. else a new Updated or Started itself; a dropped Started makes
+             the rest of its transaction go too (_gone): never an Ended
+             or Updated the CSMS cannot place;
+          4. else (a new Ended, only Started/Ended held) the newest Started
+             of another transaction, with its held Ended if any (a whole
+             later session goes rather than an Ended);
+          5. else the Ended's own held Started with it, or, when its Started
+             is already out, the Ended itself (nothing else may go).
+        """
+        tid = _tid(action, payload)
+        if tid is not None and tid in self._gone:
+            self._drop(action, payload, "its Started was dropped")
+            if payload.get("eventType") == "Ended":
+                self._gone.remove(tid)
+            return
         held = self._held
-        if len(held) >= _MAX_HELD:
-            # bounded: a StatusNotification is superseded by the later ones; drop the oldest
-            for i in range(len(held)):
-                if held[i][2] == "StatusNotification":
-                    held.pop(i)
-                    break
-            else:
-                self.held_dropped += 1
-                log.error(_TAG, "%s dropped: %d events already wait for the clock"
-                          % (action, _MAX_HELD))
+        if len(held) >= self.max_held:
+            kind = payload.get("eventType") if action == "TransactionEvent" else None
+            i = self._find(("StatusNotification", None))
+            if i < 0:
+                i = self._find(("TransactionEvent", "Updated"))
+            if i >= 0:
+                h = held.pop(i)
+                self._drop(h[2], h[3], "the hold is full")
+            elif kind != "Ended":
+                if kind == "Started" and tid is not None:
+                    self._gone.append(tid)
+                self._drop(action, payload, "the hold is full")
                 return
-            self.held_dropped += 1
+            else:
+                for i in range(len(held) - 1, -1, -1):
+                    o = _tid(held[i][2], held[i][3])
+                    if o != tid and held[i][3].get("eventType") == "Started":
+                        self._drop_tx(o)
+                        break
+                else:
+                    self._drop_tx(tid)  # its own Started, if held, goes with it
+                    if tid in self._gone:
+                        self._gone.remove(tid)
+                    self._drop(action, payload, "the hold is full")
+                    return
         held.append([self._ticks(), 0, action, payload, forget])
+
+    def _find(self, what):
+        # index of the oldest held (action, eventType) = what, else -1
+        held = self._held
+        for i in range(len(held)):
+            h = held[i]
+            if h[2] == what[0] and (what[1] is None or h[3].get("eventType") == what[1]):
+                return i
+        return -1
+
+    def _drop_tx(self, tid):
+        # drop every held event of transaction tid; a running one's later events go too
+        held = self._held
+        n = 0
+        ended = False
+        i = 0
+        while i < len(held):
+            h = held[i]
+            if h[2] == "TransactionEvent" and _tid(h[2], h[3]) == tid:
+                held.pop(i)
+                self._drop(h[2], h[3], "the hold is full")
+                if h[3].get("eventType") == "Ended":
+                    ended = True
+                if h[4] is not None:
+                    self._forget(h[4])  # the CSMS never sees this session: nothing owed
+                n += 1
+            else:
+                i += 1
+        if n and not ended and tid not in self._gone:
+            self._gone.append(tid)
+        return n
+
+    def _drop(self, action, payload, why):
+        self.held_dropped += 1
+        what = action
+        tid = _tid(action, payload)
+        if tid is not None:
+            what = "TransactionEvent %s seqNo %s of transaction %s" % (
+                payload.get("eventType"), payload.get("seqNo"), tid)
+        self.held_drop_last = what
+        log.error(_TAG, "%s dropped while the clock is unknown: %s" % (what, why))
 
     def _ticks(self):
         # the clock's own tick source (tests drive a fake one), else time.ticks_ms
@@ -279,7 +372,9 @@ class Transactions:
     def release(self):
         """Send the events held while the clock was unset, stamped with the
         instant each happened; a no-op while the clock is still unset. Called
-        by every emit and by poll()."""
+        by every emit and by poll(). `has_room(payload)` (set by the app; None:
+        always) says whether the outbox can take the next one: when it cannot,
+        the rest stay held (a refused put would lose them) until it has room."""
         held = self._held
         if not held:
             return
@@ -292,7 +387,10 @@ class Transactions:
                     h[1] += d
                     h[0] = tk
             return
+        room = self.has_room
         while held:
+            if room is not None and not room(held[0][3]):
+                return  # the outbox is full: the rest stays held, in order, for the next poll
             h = held.pop(0)
             d = time.ticks_diff(tk, h[0])
             age = h[1] + (d if d > 0 else 0)
