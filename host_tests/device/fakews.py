@@ -240,3 +240,43 @@ async def fails(exc_type, aw):
     except exc_type as e:
         return e
     raise AssertionError("%s not raised" % exc_type.__name__)
+
+
+class AnsweringCsms:
+    """A CSMS end (of `pair()`) that answers every CALL with a valid result and
+    records (action, payload). `close_if(action, payload) -> True` closes the
+    connection instead of answering (what a CSMS does with a frame it rejects,
+    e.g. 1007); with `once` the predicate is dropped after its first close."""
+
+    def __init__(self, now, close_if=None, once=True):
+        self.now = now
+        self.got = []
+        self.close_if = close_if
+        self.once = once
+
+    async def serve(self, end):
+        while True:
+            try:
+                text = await end.recv()
+            except Exception:
+                return
+            msg = json.loads(text)
+            if msg[0] != 2:
+                continue
+            action, payload = msg[2], msg[3]
+            self.got.append((action, payload))
+            if self.close_if is not None and self.close_if(action, payload):
+                if self.once:
+                    self.close_if = None
+                await end.close()
+                return
+            if action == "BootNotification":
+                resp = {"currentTime": self.now, "interval": 300, "status": "Accepted"}
+            elif action == "Heartbeat":
+                resp = {"currentTime": self.now}
+            else:
+                resp = {}
+            try:
+                await end.send(json.dumps([3, msg[1], resp]))
+            except Exception:
+                return

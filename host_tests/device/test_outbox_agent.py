@@ -12,43 +12,26 @@ import asyncio
 import json
 
 from devtest import tmpdir
-from fakews import pair
+from fakews import AnsweringCsms, pair
 
 from chargepilot import agent, clock, outbox, variables
 
 NOW = "2026-03-01T12:00:00Z"
 
 
-class Csms:
-    def __init__(self):
-        self.got = []  # (action, payload) of every CALL received
-        self.mute = None  # fn(action, payload) -> True: close instead of answering
+class Csms(AnsweringCsms):
+    """`mute`: fn(action, payload) -> True closes instead of answering, once."""
 
-    async def serve(self, end):
-        while True:
-            try:
-                text = await end.recv()
-            except Exception:
-                return
-            msg = json.loads(text)
-            if msg[0] != 2:
-                continue
-            action, payload = msg[2], msg[3]
-            self.got.append((action, payload))
-            if self.mute is not None and self.mute(action, payload):
-                self.mute = None
-                await end.close()
-                return
-            if action == "BootNotification":
-                resp = {"currentTime": NOW, "interval": 300, "status": "Accepted"}
-            elif action == "Heartbeat":
-                resp = {"currentTime": NOW}
-            else:
-                resp = {}
-            try:
-                await end.send(json.dumps([3, msg[1], resp]))
-            except Exception:
-                return
+    def __init__(self):
+        AnsweringCsms.__init__(self, NOW)
+
+    @property
+    def mute(self):
+        return self.close_if
+
+    @mute.setter
+    def mute(self, fn):
+        self.close_if = fn
 
     def queued(self):
         """The durable messages received, in order."""

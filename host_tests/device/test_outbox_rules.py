@@ -19,7 +19,7 @@ import json
 import os
 
 from devtest import rmtree, run, tmpdir
-from fakews import pair
+from fakews import AnsweringCsms, pair
 
 from chargepilot import agent, clock, handlers_core, outbox, rpc, variables
 
@@ -147,37 +147,11 @@ def test_retry_interval_is_interval_times_attempts():
 # ------------------------------------------------------------------ agent + fakews
 
 
-class ClosingCsms:
-    """Answers every CALL, but closes the connection when TransactionEvent
+def ClosingCsms():
+    """Answers every CALL, but closes the connection each time TransactionEvent
     seqNo 1 arrives (what a CSMS does with a frame it rejects with 1007)."""
-
-    def __init__(self):
-        self.got = []
-
-    async def serve(self, end):
-        while True:
-            try:
-                text = await end.recv()
-            except Exception:
-                return
-            msg = json.loads(text)
-            if msg[0] != 2:
-                continue
-            action, payload = msg[2], msg[3]
-            self.got.append((action, payload))
-            if action == "TransactionEvent" and payload["seqNo"] == 1:
-                await end.close()
-                return
-            if action == "BootNotification":
-                resp = {"currentTime": NOW, "interval": 300, "status": "Accepted"}
-            elif action == "Heartbeat":
-                resp = {"currentTime": NOW}
-            else:
-                resp = {}
-            try:
-                await end.send(json.dumps([3, msg[1], resp]))
-            except Exception:
-                return
+    return AnsweringCsms(NOW, lambda a, p: a == "TransactionEvent" and p["seqNo"] == 1,
+                         once=False)
 
 
 async def wedge():
