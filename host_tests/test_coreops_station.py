@@ -450,9 +450,9 @@ async def _power_cut_ended_carries_the_register_which_never_decreases():
 
 
 def test_empty_measurand_list_is_allowed_and_values_list_matches():
-    from chargepilot.ocpp import meter, devicemodel as variables
+    from chargepilot.ocpp import dmtable, meter, devicemodel as variables
 
-    assert variables.MEASURANDS == meter.MEASURANDS
+    assert dmtable.MEASURANDS == meter.MEASURANDS
     dm = variables.DeviceModel(None)
     row, _ = dm.find({"name": "SampledDataCtrlr"}, {"name": "TxEndedMeasurands"})
     assert variables.parse_value(row, "") == ""

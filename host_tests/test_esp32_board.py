@@ -9,7 +9,7 @@ import runpy
 import machine
 import pytest
 
-from chargepilot.output import pilot
+from chargepilot.output import pilot, sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOARD_DIR = os.path.join(ROOT, "boards", "esp32_devkitc")
@@ -456,16 +456,16 @@ def test_clean_stop_pauses_the_pilot_then_opens_the_relay():
 
 
 def test_the_sequence_is_the_shared_one(monkeypatch):
-    """The ESP32 board drives its outputs through chargepilot.output.pilot.apply:
+    """The ESP32 board drives its outputs through chargepilot.output.sequence.apply:
     reversing the order there breaks the ESP32 board's sequence."""
     calls = []
-    orig = pilot.apply
+    orig = sequence.apply
 
     def spy(*a):
         calls.append(a[3:])
         return orig(*a)
 
-    monkeypatch.setattr(pilot, "apply", spy)
+    monkeypatch.setattr(sequence, "apply", spy)
     b, clock, line = make()
     line.state = "C"
     steps(b, clock, 160)
@@ -476,7 +476,7 @@ def test_the_sequence_is_the_shared_one(monkeypatch):
         set_relay(evse_id, relay)
         return set_pilot(evse_id, bp)
 
-    monkeypatch.setattr(pilot, "apply", reversed_apply)
+    monkeypatch.setattr(sequence, "apply", reversed_apply)
     machine.reset_fake()
     b, clock, line = make()
     with pytest.raises(AssertionError):

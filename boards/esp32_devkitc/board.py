@@ -26,7 +26,7 @@ import time
 import machine
 
 from chargepilot.base import log
-from chargepilot.output import pilot
+from chargepilot.output import pilot, sequence
 
 _GPIOS = tuple(range(0, 20)) + (21, 22, 23, 25, 26, 27) + tuple(range(32, 40))
 _ADC1 = (32, 33, 34, 35, 36, 37, 38, 39)
@@ -211,12 +211,12 @@ class _Evse:
         self.trips = 0  # relay guard trips (set_output compares it around a close)
         self.guard_read = None  # bound by the Board: one CP burst -> state, for the guard
         if self.mode == "pilot":
-            self.out = pilot.Output(cfg["stop_grace_ms"], cfg["pwm_increase_interval_ms"])
-            self.deb = pilot.Debouncer(cfg["debounce_ms"], cfg["debounce_fast_ms"])
+            self.out = sequence.Output(cfg["stop_grace_ms"], cfg["pwm_increase_interval_ms"])
+            self.deb = sequence.Debouncer(cfg["debounce_ms"], cfg["debounce_fast_ms"])
             self.buf = [0] * cfg["cp_sense"]["samples"]
             self.gbuf = [0] * cfg["cp_sense"]["samples"]  # the guard's own: it may pre-empt a burst
         else:
-            self.out = pilot.RelaySwitch(ev["relay_threshold_tenths"], ev["relay_min_switch_ms"],
+            self.out = sequence.RelaySwitch(ev["relay_threshold_tenths"], ev["relay_min_switch_ms"],
                                          ev["relay_hysteresis_tenths"])
 
 
@@ -333,7 +333,7 @@ class Board:
     # -- high level -----------------------------------------------------
     def set_output(self, evse_id, limit_tenths, available=True):
         """Apply a current limit: reads the state and the rating, decides the
-        pilot and relay (chargepilot.output.pilot.Output / RelaySwitch), drives them.
+        pilot and relay (chargepilot.output.sequence.Output / RelaySwitch), drives them.
         Returns (advertised_tenths, state, relay_closed)."""
         e = self._evse(evse_id)
         pilot.check_limit(limit_tenths)
@@ -344,7 +344,7 @@ class Board:
             closed = e.out.update(lim if available else 0, now)
             self.set_relay(evse_id, closed)
             return (lim if closed else 0), ("C" if closed else "B"), closed
-        return pilot.step_output(self, e, evse_id, limit_tenths, rating, now, available)
+        return sequence.step_output(self, e, evse_id, limit_tenths, rating, now, available)
 
     def meter_wh(self, evse_id):
         """This board has no energy meter: None (meter.py then reports only what the
@@ -356,11 +356,11 @@ class Board:
 
     def safe(self):
         """Every pilot steady +12 V (not ready, still lets us see a plug), then
-        every relay open: the sequence of chargepilot.output.pilot.apply. Never raises."""
+        every relay open: the sequence of chargepilot.output.sequence.apply. Never raises."""
         for e in self._evses:
             try:
                 if e.mode == "pilot":
-                    pilot.apply(self.set_pilot, self.set_relay, e.id, e.duty,
+                    sequence.apply(self.set_pilot, self.set_relay, e.id, e.duty,
                                 pilot.STEADY_HIGH, False)
                     e.out.reset()
                 else:
@@ -382,13 +382,13 @@ class Board:
     def guard(self, _timer=None):
         """The timer callback: for every pilot EVSE whose relay is closed, open
         it at once when two back-to-back CP bursts say the EV left C
-        (chargepilot.output.pilot.guard_trip). Cheap when every relay is open. Never
+        (chargepilot.output.sequence.guard_trip). Cheap when every relay is open. Never
         raises (an unreadable CP line opens the relay)."""
         for e in self._evses:
             if e.mode != "pilot" or not e.relay_closed:
                 continue
             try:
-                r = pilot.guard_trip(e.guard_read, e.deb, e.out.ventilation)
+                r = sequence.guard_trip(e.guard_read, e.deb, e.out.ventilation)
             except Exception:
                 r = "E"
                 try:

@@ -31,7 +31,7 @@ ESP32's; there a 1 ms pump task keeps the wait short.
 import random
 import time
 
-from chargepilot.output import pilot
+from chargepilot.output import pilot, sequence
 
 _MAX_EVENTS = 1000
 _PLATEAU = {"A": 12000, "B": 9000, "C": 6000, "D": 3000}
@@ -126,10 +126,10 @@ class _Evse:
         self.trips = 0  # relay guard trips
         self.opened_us = None  # time.ticks_us() of the last relay opening (benchmarks)
         if self.mode == "pilot":
-            self.out = pilot.Output(stop_grace_ms, min_increase_ms)
-            self.deb = pilot.Debouncer(debounce_ms, fast_ms)
+            self.out = sequence.Output(stop_grace_ms, min_increase_ms)
+            self.deb = sequence.Debouncer(debounce_ms, fast_ms)
         else:
-            self.out = pilot.RelaySwitch(spec.get("relay_threshold_tenths", 60),
+            self.out = sequence.RelaySwitch(spec.get("relay_threshold_tenths", 60),
                                          spec.get("relay_min_switch_ms", 60000),
                                          spec.get("relay_hysteresis_tenths", 0))
 
@@ -322,7 +322,7 @@ class Board:
             elif changed:
                 self._record(e)
             return adv, e.state, closed
-        return pilot.step_output(self, e, evse_id, limit_tenths, rating, now, available)
+        return sequence.step_output(self, e, evse_id, limit_tenths, rating, now, available)
 
     # -- meter (docs/ARCHITECTURE.md "Board interface") ------------------
     def _meter_state(self):
@@ -407,11 +407,11 @@ class Board:
 
     def safe(self):
         """Every pilot steady +12 V, then every relay open (the sequence of
-        chargepilot.output.pilot.apply). Never raises."""
+        chargepilot.output.sequence.apply). Never raises."""
         for e in self._evses:
             try:
                 if e.mode == "pilot":
-                    pilot.apply(self.set_pilot, self.set_relay, e.id, e.duty,
+                    sequence.apply(self.set_pilot, self.set_relay, e.id, e.duty,
                                 pilot.STEADY_HIGH, False)
                     e.out.reset()
                 else:
@@ -430,7 +430,7 @@ class Board:
         return pilot.classify(high, low, pilot.diode_check_applies(e.duty))
 
     def guard(self, _arg=None):
-        """The timer callback: as on the ESP32 (chargepilot.output.pilot.guard_trip)."""
+        """The timer callback: as on the ESP32 (chargepilot.output.sequence.guard_trip)."""
         self.guard_runs += 1
         at = self._sched_us
         if at is not None:  # how long the scheduled callback waited (a long C call)
@@ -442,7 +442,7 @@ class Board:
             if e.mode != "pilot" or not e.relay:
                 continue
             try:
-                r = pilot.guard_trip(lambda: self._guard_read(e), e.deb, e.out.ventilation)
+                r = sequence.guard_trip(lambda: self._guard_read(e), e.deb, e.out.ventilation)
             except Exception:
                 r = "E"
                 e.deb.force("E")

@@ -52,11 +52,11 @@ def test_dropped_transaction_events_are_reported_once_the_clock_is_known():
     st, state = _station("hd1")
     try:
         log.level = 100
-        st.txs.max_held = 8
+        st.txs.out.max_held = 8
         for _ in range(40):
             st.txs.update(1, "B")
             st.txs.update(1, "A")
-        assert st.txs.held() == 8 and st.txs.held_dropped == 72
+        assert st.txs.held() == 8 and st.txs.out.held_dropped == 72
         _report(st)  # clock unknown: nothing reported yet
         assert _problems(st) == []
         # the 8 released events fill the outbox (by count): the report waits for
@@ -67,7 +67,7 @@ def test_dropped_transaction_events_are_reported_once_the_clock_is_known():
         st.clock.set(T)
         _report(st)
         assert st.txs.held() == 0 and len(st.outbox) == 64 - st.outbox.reserve_count
-        assert _problems(st) == [] and st.txs.held_dropped == 72
+        assert _problems(st) == [] and st.txs.out.held_dropped == 72
         assert st.outbox.dropped == dropped
         st.outbox.ack(st.outbox.peek()[0])  # one message sent to the CSMS
         _report(st)
@@ -77,7 +77,7 @@ def test_dropped_transaction_events_are_reported_once_the_clock_is_known():
         assert got[0][0] is not None
         assert "TransactionEvent Ended seqNo 1 of transaction" in got[0][1], got
         _report(st)  # once: the count is cleared
-        assert len(_problems(st)) == 1 and st.txs.held_dropped == 0
+        assert len(_problems(st)) == 1 and st.txs.out.held_dropped == 0
     finally:
         log.level = old
         rmtree(state)

@@ -3,7 +3,7 @@
 import random
 import time
 
-from chargepilot.output import pilot
+from chargepilot.output import pilot, sequence
 from devtest import raises
 
 
@@ -164,7 +164,7 @@ def test_plateaus_trim_and_errors():
 
 def test_debounce_timing_across_tick_wrap():
     t0 = time.ticks_add(0, -100)  # 100 ms before the wrap
-    d = pilot.Debouncer()
+    d = sequence.Debouncer()
     assert d.state == "A"
     t = t0
     assert d.update("B", t) == "A"
@@ -202,7 +202,7 @@ def test_debounce_timing_across_tick_wrap():
 
 
 def test_debounce_needs_consecutive_reads():
-    d = pilot.Debouncer(min_reads=3)
+    d = sequence.Debouncer(min_reads=3)
     d.update("E", 1000)
     assert d.update("E", 2000) == "A"  # only two reads, long ago
     assert d.update("E", 2001) == "E"
@@ -210,7 +210,7 @@ def test_debounce_needs_consecutive_reads():
 
 
 def test_relay_mode_threshold_hysteresis_min_switch():
-    r = pilot.RelaySwitch(100, min_switch_ms=1000, hysteresis_tenths=20)
+    r = sequence.RelaySwitch(100, min_switch_ms=1000, hysteresis_tenths=20)
     t = time.ticks_add(0, -500)
     assert r.update(110, t) is False  # below threshold + hysteresis
     assert r.update(120, t) is True
@@ -234,12 +234,12 @@ def test_relay_mode_threshold_hysteresis_min_switch():
     # at once (OverflowError beyond), so the clock gets there in two steps.
     later = time.ticks_add(time.ticks_add(idle, 1 << 28), 1 << 28)
     assert r.update(500, later) is True
-    raises(ValueError, pilot.RelaySwitch, 0)
+    raises(ValueError, sequence.RelaySwitch, 0)
     raises(ValueError, r.update, 1.5, t)
 
 
 def test_output_charge_pause_resume():
-    o = pilot.Output(stop_grace_ms=6000)
+    o = sequence.Output(stop_grace_ms=6000)
     t = 0
     assert o.update(160, 320, "A", t) == (10000, 0, False)  # A1: no PWM without an EV
     assert o.update(160, 320, "B", t) == (2666, 160, False)
@@ -260,7 +260,7 @@ def test_output_charge_pause_resume():
 
 
 def test_output_rate_limits_increases_not_reductions():
-    o = pilot.Output(min_increase_ms=5000)
+    o = sequence.Output(min_increase_ms=5000)
     o.update(160, 320, "C", 0)
     assert o.update(100, 320, "C", 10)[0] == 1666  # reduction: at once
     assert o.update(200, 320, "C", 20)[0] == 1666  # increase: waits
@@ -270,7 +270,7 @@ def test_output_rate_limits_increases_not_reductions():
 
 
 def test_output_fault_latch_and_unavailable():
-    o = pilot.Output()
+    o = sequence.Output()
     o.update(160, 320, "C", 0)
     assert o.update(160, 320, "E", 10) == (10000, 0, False)
     assert o.update(160, 320, "C", 20) == (10000, 0, False)  # latched
@@ -289,9 +289,9 @@ def test_output_fault_latch_and_unavailable():
 
 
 def test_output_state_d_needs_ventilation():
-    o = pilot.Output()
+    o = sequence.Output()
     assert o.update(160, 320, "D", 0) == (2666, 160, False)
-    v = pilot.Output(ventilation=True)
+    v = sequence.Output(ventilation=True)
     assert v.update(160, 320, "D", 0) == (2666, 160, True)
     raises(ValueError, o.update, 160, 320, "X", 0)
     raises(ValueError, o.update, -1, 320, "C", 0)

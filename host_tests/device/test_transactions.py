@@ -877,7 +877,7 @@ def test_held_overflow_never_leaves_a_started_without_its_ended():
     r.run(500)
     _cycles(r, ev, 40)
     assert r.sent == [] and r.txs.held() == 64
-    assert r.txs.held_dropped == 97, r.txs.held_dropped
+    assert r.txs.out.held_dropped == 97, r.txs.out.held_dropped
     r.clock.set(T0)
     r.txs.poll()
     tes = r.events()
@@ -906,10 +906,10 @@ def test_held_overflow_drops_updated_before_the_ended():
     assert r.txs.held() == 3
     for _ in range(70):
         assert r.txs.event(1, "Trigger")
-    assert r.txs.held_dropped == 9 and r.txs.held() == 64
+    assert r.txs.out.held_dropped == 9 and r.txs.held() == 64
     ev.unplug()
     r.run(500)
-    assert r.txs.held_dropped == 11 and r.txs.held() == 64
+    assert r.txs.out.held_dropped == 11 and r.txs.held() == 64
     r.clock.set(T0)
     r.txs.poll()
     tes = r.events()
@@ -927,15 +927,15 @@ def test_held_overflow_drops_a_later_session_before_an_ended():
     # Delivered (hand): Started tx1, Started tx2, Ended tx2, Ended tx1; 2 dropped.
     r = Rig(evses=2, tx=True, clock_set=False)
     r.txs.send_status = False
-    r.txs.max_held = 4
+    r.txs.out.max_held = 4
     r.txs.update(1, "B")
     r.txs.update(2, "B")
     r.txs.update(2, "A")
     r.txs.update(2, "B")
-    assert r.txs.held() == 4 and r.txs.held_dropped == 0
+    assert r.txs.held() == 4 and r.txs.out.held_dropped == 0
     r.txs.update(1, "A")
     r.txs.update(2, "A")
-    assert r.txs.held() == 4 and r.txs.held_dropped == 2
+    assert r.txs.held() == 4 and r.txs.out.held_dropped == 2
     r.clock.set(T0)
     r.txs.poll()
     got = [(p["eventType"], p["evse"]["id"]) for p in r.events()]
@@ -975,15 +975,15 @@ def test_held_events_wait_for_outbox_room_on_release():
         return send
 
     r.txs.send = counted(r.txs.send)
-    r.txs.has_room = has_room
+    r.txs.out.has_room = has_room
     r.clock.set(T0)
     r.txs.poll()
-    assert r.txs.held() == held0 - 2 and r.txs.held_dropped == 0
+    assert r.txs.held() == held0 - 2 and r.txs.out.held_dropped == 0
     r.txs.poll()  # still no room: nothing moves
     assert r.txs.held() == held0 - 2
     room[0] = 100
     r.txs.poll()
-    assert r.txs.held() == 0 and r.txs.held_dropped == 0
+    assert r.txs.held() == 0 and r.txs.out.held_dropped == 0
     tes = r.events()
     assert [p["eventType"] for p in tes] == ["Started", "Updated", "Updated", "Updated"]
     assert [p["seqNo"] for p in tes] == [0, 1, 2, 3]

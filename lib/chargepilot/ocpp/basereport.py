@@ -23,7 +23,7 @@ from micropython import const
 
 from chargepilot.ocpp import handlers_core
 from chargepilot.base import log
-from chargepilot.ocpp.devicemodel import PERSIST, RO, TABLE, WO
+from chargepilot.ocpp.dmtable import PERSIST, RO, TABLE, WO
 
 _TAG = "report"
 _MAX_ITEMS = const(8)

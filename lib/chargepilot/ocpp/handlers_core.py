@@ -8,7 +8,7 @@ DeviceDataCtrlr.ItemsPerMessage (more: CALLERROR OccurrenceConstraintViolation).
 """
 
 from chargepilot.ocppj import errors
-from chargepilot.ocpp.devicemodel import RO, WO, REBOOT, ValueRejected, format_value, parse_value
+from chargepilot.ocpp.dmtable import RO, WO, REBOOT, ValueRejected, format_value, parse_value
 
 
 def _check(dm, items, key, action):

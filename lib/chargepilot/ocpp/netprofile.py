@@ -39,7 +39,7 @@ from micropython import const
 from chargepilot.store import atomic, recfile
 from chargepilot.base import log
 from chargepilot.net import wshs
-from chargepilot.ocpp.devicemodel import NETWORK_SLOTS, ValueRejected
+from chargepilot.ocpp.dmtable import NETWORK_SLOTS, ValueRejected
 
 _TAG = "netprofile"
 FILE = "network_profiles.json"

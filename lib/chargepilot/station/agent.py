@@ -341,7 +341,7 @@ class Agent:
 
     def _check_profile_set(self, v):
         """SetVariables SecurityProfile: only up, and only to a profile this station can use."""
-        from chargepilot.ocpp.devicemodel import ValueRejected
+        from chargepilot.ocpp.dmtable import ValueRejected
 
         cur = self.dm.get("SecurityProfile")
         if v < cur:

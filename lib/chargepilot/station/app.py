@@ -119,7 +119,7 @@ class Station:
             changed=self.ctl.changed, hold=self.ctl.hold, online=self._online,
             install=self._install_remote, on_ended=self._ended, send_status=False,
             state_path=state_dir + "/" + TX_FILE, check_fs=check_fs)
-        self.txs.has_room = self._outbox_room
+        self.txs.out.has_room = self._outbox_room
         self.recovered = []  # (evse, transactionId) ended at boot after a power loss
         self.ctl.on_output = self.txs.update
         self.smart.changed = self.ctl.changed
@@ -443,7 +443,7 @@ class Station:
             # full (e.g. the held ones just released): tried again at the next poll,
             # once sending made room (no refused put, no flash write meanwhile)
             return
-        for src, what in ((self.txs, "TransactionEvent/StatusNotification messages"),
+        for src, what in ((self.txs.out, "TransactionEvent/StatusNotification messages"),
                           (self.smart, "charging limit notifications")):
             n = getattr(src, "held_dropped", 0)
             if n:
