@@ -43,9 +43,9 @@ from hypothesis import strategies as st
 
 import fuzzgen
 import test_validate_vs_jsonschema as vj
-from chargepilot.ocppj import errors, framefix, rpc, validate
+from chargepilot.ocppj import errors, rpc, validate
 from chargepilot.ocpp import smartcharging as smart, devicemodel as variables
-from chargepilot.net import ws
+from chargepilot.net import ws, wsrare
 from chargepilot.base import log as cplog
 from chargepilot.net import wsframe as F
 from devtest import rmtree, tmpdir
@@ -262,7 +262,7 @@ async def _ws_case(data, split, into, keep_max=None):
     while True:
         try:
             got.append(await w.recv(2000))
-        except framefix.MessageTooBig as e:
+        except wsrare.MessageTooBig as e:
             got.append(("not kept", e.size, bytes(e.head)))
         except ws.ConnectionClosed as e:
             end = e

@@ -13,7 +13,8 @@ from fakews import pair
 
 from chargepilot.station import agent
 from chargepilot.base import clock
-from chargepilot.ocppj import framefix, outbox
+from chargepilot.net import utf8
+from chargepilot.ocppj import outbox
 from chargepilot.ocpp import devicemodel as variables
 
 NOW = "2026-03-01T12:00:00Z"
@@ -162,7 +163,7 @@ async def _stored_text():
 
     async def recv_seen(timeout_ms=None):
         text = await recv(timeout_ms)
-        assert framefix.utf8_valid(text.encode()), text.encode()
+        assert utf8.utf8_valid(text.encode()), text.encode()
         msg = json.loads(text)
         if msg[0] == 2 and msg[2] == "TransactionEvent":
             got.append(msg[3]["idToken"]["idToken"].encode())

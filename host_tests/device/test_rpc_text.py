@@ -8,6 +8,7 @@ surrogates D83D DE00 are ED A0 BD ED B8 80 when each is encoded on its own).
 import asyncio
 import json
 
+from chargepilot.net import utf8, wsrare
 from chargepilot.ocppj import errors, framefix, rpc
 from chargepilot.net import wsframe as F
 from chargepilot.ocppj.errors import OcppError
@@ -99,8 +100,8 @@ def test_text_frames_out_are_strict_utf8():
         except ValueError:
             continue
         raise AssertionError("sent: %r" % bad)
-    assert framefix.cesu_repair(b"x\xed\xa0\xbd\xed\xb8\x80y\xed\x9f\xbf") == b"x" + GRIN + b"y\xed\x9f\xbf"
-    assert framefix.cesu_repair(b"\xed\xa0\xbdy") is None
+    assert utf8.cesu_repair(b"x\xed\xa0\xbd\xed\xb8\x80y\xed\x9f\xbf") == b"x" + GRIN + b"y\xed\x9f\xbf"
+    assert utf8.cesu_repair(b"\xed\xa0\xbdy") is None
 
 
 @sync
@@ -143,7 +144,7 @@ def _oversize(action, scan):
 @sync
 async def test_message_too_big_is_answered_with_its_own_id():
     s, echo = setup(oversize=_oversize, max_bytes=4096)
-    big = framefix.MessageTooBig
+    big = wsrare.MessageTooBig
     s.csms.peer._deliver(big(70000, b' [ 2 , "big-1" , "Echo", {"s": "' + b"x" * 90))
     check_error(json.loads(await s.csms.recv(1000)), "big-1", E.FORMAT_VIOLATION)
     s.csms.peer._deliver(big(5000, b'[2,"m-2","Echo",{"s":"\xf0\x9f', memory=True))

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from chargepilot.ocppj import framefix
+from chargepilot.net import utf8, wsrare
 from chargepilot.net import ws, wshs
 from chargepilot.net import wsframe as F
 
@@ -154,11 +154,11 @@ UTF8_BAD = (
 
 def test_utf8_check_is_strict():
     for b in UTF8_GOOD:
-        assert framefix.utf8_valid(b), b
+        assert utf8.utf8_valid(b), b
         assert F.text(bytearray(b)) == b.decode()
     for b in UTF8_BAD:
-        assert not framefix.utf8_valid(b), b
-        assert not framefix.utf8_valid(b"ok " + b + b" ok"), b
+        assert not utf8.utf8_valid(b), b
+        assert not utf8.utf8_valid(b"ok " + b + b" ok"), b
         e = _raises(1007, F.text, bytearray(b"x" + b))
         assert "UTF-8" in str(e)
     _raises(1007, F.parse_close, b"\x03\xe8\xed\xa0\x80")
@@ -436,7 +436,7 @@ async def test_message_over_keep_max_is_skipped_and_the_connection_lives():
         s, w = _sock(data + srv(1, b"after"), cls=IntoStream, max_message=100000)
         w.keep_max = 1000
         w.scan = Feed
-        e = await fails(framefix.MessageTooBig, w.recv())
+        e = await fails(wsrare.MessageTooBig, w.recv())
         assert e.size == len(body) and bytes(e.head) == body[:128] and not e.memory
         assert e.scan.data == body  # the scanner saw every byte once, in order
         assert await w.recv() == "after" and not w.closed
@@ -459,6 +459,6 @@ async def test_out_of_memory_for_a_frame_skips_it_and_keeps_the_connection():
     body = b'[2,"oom-1","GetVariables",{' + b" " * 900 + b"}]"
     s = IntoStream(srv(1, body) + srv(1, b"next"))
     w = OomOnce(s, s, "ocpp2.0.1", 100000, b"", 200, 100)
-    e = await fails(framefix.MessageTooBig, w.recv())
+    e = await fails(wsrare.MessageTooBig, w.recv())
     assert e.memory and e.size == len(body) and bytes(e.head) == body[:128] and e.scan is None
     assert await w.recv() == "next" and not w.closed and s.sent() == []

@@ -122,11 +122,11 @@ def utf8_out(text):
         data = text.encode("utf-8", "surrogatepass")
     if len(data) == len(text):
         return data
-    from chargepilot.ocppj import framefix
+    from chargepilot.net import utf8
 
-    if framefix.utf8_valid(data):
+    if utf8.utf8_valid(data):
         return data
-    fixed = framefix.cesu_repair(data)
+    fixed = utf8.cesu_repair(data)
     if fixed is None:
         raise ValueError("text is not Unicode (a lone UTF-16 surrogate); not sent")
     return fixed
@@ -203,7 +203,7 @@ def text(payload, what="text message"):
     except UnicodeError:  # MicroPython's; CPython raises its subclass UnicodeDecodeError
         raise FrameError(CLOSE_BAD_DATA, what + " is not valid UTF-8")
     if len(s) != len(payload):  # not ASCII: MicroPython's decoder is lenient
-        from chargepilot.ocppj.framefix import utf8_valid
+        from chargepilot.net.utf8 import utf8_valid
 
         if not utf8_valid(payload):
             raise FrameError(CLOSE_BAD_DATA, what + " is not valid UTF-8")

@@ -1,8 +1,10 @@
-"""Rare frames, kept out of the modules every frame goes through (the heap): escaped
-surrogate pairs in incoming JSON, CESU-8 in outgoing text, the head and the period
-count of a message too big to be read.
+"""Rare OCPP-J frames, kept out of rpc.py (which every frame goes through) so that
+their code is imported only on first need: escaped surrogate pairs in incoming
+JSON, the head and the period count of a message too big to be read and its
+answer, an unreadable answer. The WebSocket side of the same cases (strict
+UTF-8, CESU-8 repair, skipping a message not kept) is net/wsrare.py.
 
-Imported on first need by rpc.py, wsframe.py and the agent.
+Imported on first need by rpc.py and the agent.
 """
 
 from micropython import const
@@ -10,70 +12,12 @@ from micropython import const
 from chargepilot.ocppj import errors, rpc
 from chargepilot.ocppj.errors import OcppError
 from chargepilot.ocppj.rpc import _salvage
-from chargepilot.net.wsframe import FrameError, WebSocketError
+# (until ws.py imports them from net/wsrare.py itself)
+from chargepilot.net.wsrare import MessageTooBig, skip_frame, skip_start  # noqa: F401
 
 _MAX_ACTION = const(64)
 _CALL = const(2)
 _CALLRESULT = const(3)
-_SKIP_CHUNK = const(256)  # read size while skipping a message that is not kept
-_HEAD = const(128)  # first bytes kept of it (MessageTooBig.head)
-
-
-class MessageTooBig(WebSocketError):
-    """A data message that was read off the wire but not kept: over the size the
-    reader keeps (`keep_max`) or no memory for it. The connection lives.
-
-    `size`: its bytes; `head`: its first bytes (bytes, for the message id);
-    `scan`: what the reader's scanner made of the whole message (or None);
-    `memory`: True when it was dropped for lack of memory, not for its size.
-    """
-
-    def __init__(self, size, head, scan=None, memory=False):
-        super().__init__("message of %d bytes not kept%s" % (size, " (out of memory)" if memory else ""))
-        self.size = size
-        self.head = head
-        self.scan = scan
-        self.memory = memory
-
-
-def utf8_valid(buf):
-    """True when `buf` (bytes-like) is strict UTF-8 (RFC 3629): no overlong forms,
-    no surrogates (ED A0..BF), nothing above U+10FFFF, no truncated sequence.
-
-    A byte loop on purpose: MicroPython's own decoder lets overlong forms and
-    surrogates through, so the check must not depend on the runtime.
-    """
-    need = 0  # continuation bytes still due
-    lo = 0x80  # allowed range of the next continuation byte
-    hi = 0xBF
-    for b in buf:
-        if need:
-            if b < lo or b > hi:
-                return False
-            lo = 0x80
-            hi = 0xBF
-            need -= 1
-        elif b < 0x80:
-            continue
-        elif b < 0xC2:  # a stray continuation byte, or overlong C0/C1
-            return False
-        elif b < 0xE0:
-            need = 1
-        elif b < 0xF0:
-            need = 2
-            if b == 0xE0:
-                lo = 0xA0  # E0 80..9F: overlong
-            elif b == 0xED:
-                hi = 0x9F  # ED A0..BF: UTF-16 surrogates
-        elif b < 0xF5:
-            need = 3
-            if b == 0xF0:
-                lo = 0x90  # F0 80..8F: overlong
-            elif b == 0xF4:
-                hi = 0x8F  # F4 90.. : above U+10FFFF
-        else:
-            return False
-    return need == 0
 
 
 def head(text):
@@ -153,35 +97,6 @@ def unicode_pairs(text):
     out.append(b[start:])
     b = None
     return b"".join(out).decode()
-
-
-def cesu_repair(data):
-    """UTF-8 bytes from bytes where surrogate pairs are two 3-byte halves
-    (ED A0..AF xx ED B0..BF xx, what MicroPython's json.loads made of an escaped
-    pair before unicode_text existed), or None when a lone surrogate remains."""
-    out = bytearray()
-    i = 0
-    n = len(data)
-    while True:
-        j = data.find(b"\xed", i)
-        if j < 0:
-            out += data[i:]
-            break
-        if j + 1 < n and data[j + 1] >= 0xA0:  # a surrogate half
-            if not (j + 5 < n and 0xA0 <= data[j + 1] <= 0xAF and data[j + 3] == 0xED
-                    and 0xB0 <= data[j + 4] <= 0xBF):
-                return None
-            hi = ((data[j + 1] & 0x0F) << 6) | (data[j + 2] & 0x3F)
-            lo = ((data[j + 4] & 0x0F) << 6) | (data[j + 5] & 0x3F)
-            cp = 0x10000 + (hi << 10) + lo
-            out += data[i:j]
-            out += bytes((0xF0 | (cp >> 18), 0x80 | ((cp >> 12) & 0x3F),
-                          0x80 | ((cp >> 6) & 0x3F), 0x80 | (cp & 0x3F)))
-            i = j + 6
-        else:
-            out += data[i : j + 1]
-            i = j + 1
-    return bytes(out) if utf8_valid(out) else None
 
 
 class PeriodScan:
@@ -275,57 +190,6 @@ async def _too_big(r, e):
             await r._send([_CALLRESULT, mid, resp])
             return
     await r._error(mid, code, desc)
-
-
-async def skip_frame(w, fin, op, n, bad, memory):
-    """For ws.WebSocket `w`: read the n-byte payload of a data frame without keeping
-    it. `bad`: a continuation with no message started or a new message inside a
-    fragmented one (1002 once the frame is read: cut short, it is 1006). Else the
-    message is skipped from here (over keep_max, or `memory`: no room for it)."""
-    if bad:
-        while n > 0:
-            k = n if n < _SKIP_CHUNK else _SKIP_CHUNK
-            await w._readexactly(k)
-            n -= k
-        raise FrameError(1002, "continuation frame with no message started" if op == 0
-                         else "new data frame inside a fragmented message")
-    if w._big is None:
-        skip_start(w, w._frag, memory, op)
-    await skip(w, n)
-    return fin, op, None
-
-
-def skip_start(w, data, memory, op):
-    """WebSocket `w` skips the message from now on; `data`: what of it is already read."""
-    if w._frag is not None:
-        op = w._frag_op
-    w._frag = None
-    sc = w.scan() if w.scan is not None else None
-    first = b""
-    size = 0
-    if data:
-        first = bytes(data[:_HEAD])
-        size = len(data)
-        if sc is not None:
-            mv = memoryview(data)
-            for i in range(0, size, _SKIP_CHUNK):
-                sc.feed(bytes(mv[i : i + _SKIP_CHUNK]))
-    w._big = [first, size, sc, memory, op]
-
-
-async def skip(w, n):
-    """Read the next `n` bytes of a skipped message off `w`'s stream, in small chunks."""
-    big = w._big
-    sc = big[2]
-    while n > 0:
-        k = n if n < _SKIP_CHUNK else _SKIP_CHUNK
-        chunk = await w._readexactly(k)
-        n -= k
-        big[1] += k
-        if len(big[0]) < _HEAD:
-            big[0] += chunk[: _HEAD - len(big[0])]
-        if sc is not None:
-            sc.feed(chunk)
 
 
 def too_many_periods(dm, action, scan):

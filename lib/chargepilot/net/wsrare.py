@@ -1,0 +1,79 @@
+"""A data message read off the wire without being kept (over `keep_max`, or no
+memory for it): MessageTooBig, and the connection lives. Kept out of ws.py,
+which every frame goes through, so that this code is imported on first need.
+"""
+
+from micropython import const
+
+from chargepilot.net.wsframe import FrameError, WebSocketError
+
+_SKIP_CHUNK = const(256)  # read size while skipping a message that is not kept
+_HEAD = const(128)  # first bytes kept of it (MessageTooBig.head)
+
+
+class MessageTooBig(WebSocketError):
+    """A data message that was read off the wire but not kept: over the size the
+    reader keeps (`keep_max`) or no memory for it. The connection lives.
+
+    `size`: its bytes; `head`: its first bytes (bytes, for the message id);
+    `scan`: what the reader's scanner made of the whole message (or None);
+    `memory`: True when it was dropped for lack of memory, not for its size.
+    """
+
+    def __init__(self, size, head, scan=None, memory=False):
+        super().__init__("message of %d bytes not kept%s" % (size, " (out of memory)" if memory else ""))
+        self.size = size
+        self.head = head
+        self.scan = scan
+        self.memory = memory
+
+
+async def skip_frame(w, fin, op, n, bad, memory):
+    """For ws.WebSocket `w`: read the n-byte payload of a data frame without keeping
+    it. `bad`: a continuation with no message started or a new message inside a
+    fragmented one (1002 once the frame is read: cut short, it is 1006). Else the
+    message is skipped from here (over keep_max, or `memory`: no room for it)."""
+    if bad:
+        while n > 0:
+            k = n if n < _SKIP_CHUNK else _SKIP_CHUNK
+            await w._readexactly(k)
+            n -= k
+        raise FrameError(1002, "continuation frame with no message started" if op == 0
+                         else "new data frame inside a fragmented message")
+    if w._big is None:
+        skip_start(w, w._frag, memory, op)
+    await skip(w, n)
+    return fin, op, None
+
+
+def skip_start(w, data, memory, op):
+    """WebSocket `w` skips the message from now on; `data`: what of it is already read."""
+    if w._frag is not None:
+        op = w._frag_op
+    w._frag = None
+    sc = w.scan() if w.scan is not None else None
+    first = b""
+    size = 0
+    if data:
+        first = bytes(data[:_HEAD])
+        size = len(data)
+        if sc is not None:
+            mv = memoryview(data)
+            for i in range(0, size, _SKIP_CHUNK):
+                sc.feed(bytes(mv[i : i + _SKIP_CHUNK]))
+    w._big = [first, size, sc, memory, op]
+
+
+async def skip(w, n):
+    """Read the next `n` bytes of a skipped message off `w`'s stream, in small chunks."""
+    big = w._big
+    sc = big[2]
+    while n > 0:
+        k = n if n < _SKIP_CHUNK else _SKIP_CHUNK
+        chunk = await w._readexactly(k)
+        n -= k
+        big[1] += k
+        if len(big[0]) < _HEAD:
+            big[0] += chunk[: _HEAD - len(big[0])]
+        if sc is not None:
+            sc.feed(chunk)
