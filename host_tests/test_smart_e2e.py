@@ -23,7 +23,7 @@ from chargepilot.store import recfile  # noqa: E402 (settings.json is a framed r
 
 FAST = {"RetryBackOffWaitMinimum": "0", "RetryBackOffRandomRange": "0", "MessageTimeout": "5"}
 UTC = datetime.timezone.utc
-EXT_EVSE1_EMS = -6  # smart.external_id(1, EMS): -(1 * 4 + 1) - 1 (K11.FR.06)
+EXT_EVSE1_EMS = -6  # extlimits.external_id(1, EMS): -(1 * 4 + 1) - 1 (K11.FR.06)
 
 
 # ------------------------------------------------------------ helpers

@@ -13,7 +13,7 @@ from devtest import raises, run, tmpdir
 
 from chargepilot.smart import composite, profile, profile_checks, config as station
 from chargepilot.base import rfc3339
-from chargepilot.ocpp import smartcharging as smart
+from chargepilot.ocpp import extlimits, smartcharging as smart
 from chargepilot.store import profilestore as store
 from chargepilot.smart import profiles as profiles_mod
 from chargepilot.smart.profiles import ProfileSet
@@ -253,7 +253,7 @@ def _limit(sc, evse=1):
 def test_csms_id_equal_to_a_local_id_never_collides():
     root = tmpdir("idspace")
     sc = _station(root)
-    ext = smart.external_id(1, profile.SOURCE_NAMES.index("EMS"))
+    ext = extlimits.external_id(1, profile.SOURCE_NAMES.index("EMS"))
     assert ext == -6
     cp = body(-6, "ChargingStationMaxProfile", [(0, 6.0)])
     r = run(sc.on_set_charging_profile({"evseId": 0, "chargingProfile": cp}))
@@ -309,7 +309,7 @@ def test_local_limit_schedule_counts_from_now():
     e = raises(ValueError, unset.set_external_limit, 1, 0, "A", "EMS", [(0, 60), (60, 80)])
     assert "clock" in str(e)
     unset.set_external_limit(1, 60, "A", "EMS")   # a constant limit needs no clock
-    assert unset.profiles.get_local(smart.external_id(1, 1)) is not None
+    assert unset.profiles.get_local(extlimits.external_id(1, 1)) is not None
 
 
 # ---------------------------------------------------------------- numbers (issue 12)

@@ -10,7 +10,7 @@ from devtest import run, tmpdir
 
 from chargepilot.smart import profiles as profiles_mod
 from chargepilot.base import rfc3339
-from chargepilot.ocpp import smartcharging as smart
+from chargepilot.ocpp import extlimits, smartcharging as smart
 from chargepilot.smart import config as station
 from chargepilot.store import profilestore as store
 
@@ -243,7 +243,7 @@ def test_clear_by_id_criteria_and_unknown():
         set_profile(sc, 1, prof(i, stack=stack))
     set_profile(sc, 0, prof(4, "ChargingStationMaxProfile"))
     sc.set_external_limit(1, 100)
-    ext = smart.external_id(1, 1)
+    ext = extlimits.external_id(1, 1)
     assert run(sc.on_clear_charging_profile({"chargingProfileId": 99})) == {"status": "Unknown"}
     assert run(sc.on_clear_charging_profile({"chargingProfileId": ext}))["status"] == "Unknown"
     assert run(sc.on_clear_charging_profile({"chargingProfileId": 2})) == {"status": "Accepted"}

@@ -1,9 +1,9 @@
 """RequestStartTransaction and RequestStopTransaction (F01-F03), with the
 TxProfile a remote start may carry (K05).
 
-`RemoteControl` is the part of transactions.Transactions that answers these
-two CSMS requests: a check of the request (EVSE, availability, a remote start
-already running, the K05 profile run through the K01 checks as if bound to the
+Functions of the transactions.Transactions `txs`, which imports this module on
+first need: a check of the request (EVSE, availability, a remote start already
+running, the K05 profile run through the K01 checks as if bound to the
 transaction), then the change, through the state machine's own steps (`_start`,
 `_event`, `_hold`, `_wake`, `_starts_on`, the EVSE records `_e`). Kept apart from
 transactions.py so that the state machine driven by the pilot reads on its own.
@@ -61,122 +61,119 @@ def check_remote_profile(cfg, profiles, obj, evse_id, transaction_id=None):
     return p
 
 
-class RemoteControl:
-    """Mixed into transactions.Transactions (see the module doc)."""
-
-    def _bind(self, evse_id, tid, p, obj):
-        """K05.FR.03: the remote start profile now belongs to transaction tid."""
-        p.transaction_id = tid
-        obj = dict(obj)
-        obj["transactionId"] = tid
-        try:
-            if self.install is not None:
-                bad = self.install(evse_id, p, obj)
-            else:
-                self.profiles.add(p)
-                bad = None
-        except Exception as e:
-            bad = (type(e).__name__, str(e))
-        if bad is not None:
-            log.error(_TAG, "remote start profile %d not installed for %s: %s"
-                      % (p.id, tid, bad))
+def bind(txs, evse_id, tid, p, obj):
+    """K05.FR.03: the remote start profile now belongs to transaction tid."""
+    p.transaction_id = tid
+    obj = dict(obj)
+    obj["transactionId"] = tid
+    try:
+        if txs.install is not None:
+            bad = txs.install(evse_id, p, obj)
         else:
-            log.info(_TAG, "TxProfile %d bound to transaction %s (K05)" % (p.id, tid))
+            txs.profiles.add(p)
+            bad = None
+    except Exception as e:
+        bad = (type(e).__name__, str(e))
+    if bad is not None:
+        log.error(_TAG, "remote start profile %d not installed for %s: %s"
+                  % (p.id, tid, bad))
+    else:
+        log.info(_TAG, "TxProfile %d bound to transaction %s (K05)" % (p.id, tid))
 
-    def request_start(self, payload):
-        """RequestStartTransactionRequest (validated) -> response payload (F01, K05)."""
-        rid = payload.get("remoteStartId") if type(payload) is dict else None
-        token = payload.get("idToken") if type(payload) is dict else None
-        if type(rid) is bool or type(rid) is not int or type(token) is not dict:
-            return {"status": "Rejected",
-                    "statusInfo": _status_info("InvalidValue", "remoteStartId must be an "
-                                               "integer and idToken an object")}
-        evse_id = payload.get("evseId")
-        if evse_id is None:
-            evse_id = self._pick()
-            if evse_id is None:
-                return {"status": "Rejected",
-                        "statusInfo": _status_info("NoFreeEvse", "every EVSE is busy, "
-                                                   "faulted or unavailable")}
-        elif type(evse_id) is not int or evse_id < 1 or evse_id > len(self._e):
-            return {"status": "Rejected",
-                    "statusInfo": _status_info("UnknownEvse", "evseId %r does not exist"
-                                               % (evse_id,))}
-        e = self._e[evse_id - 1]
-        if e.inop and e.tx is None:
-            return {"status": "Rejected",
-                    "statusInfo": _status_info("Unavailable", "EVSE %d is Inoperative "
-                                               "(ChangeAvailability)" % evse_id)}
-        if not e.available or e.latched or e.state == "E" or e.state == "F":
-            return {"status": "Rejected",
-                    "statusInfo": _status_info("Unavailable", "EVSE %d is faulted or "
-                                               "unavailable" % evse_id)}
-        tx = e.tx
-        if tx is not None and tx.remote_id is not None:
-            return {"status": "Rejected",
-                    "statusInfo": _status_info("TxInProgress", "transaction %s on EVSE %d "
-                                               "was already started remotely"
-                                               % (tx.id, evse_id))}
-        p = None
-        obj = payload.get("chargingProfile")
-        if obj is not None and self.smart:
-            try:
-                if self.validator is not None:
-                    p = self.validator(obj, evse_id, None if tx is None else tx.id)
-                else:
-                    p = check_remote_profile(self.cfg, self.profiles, obj, evse_id,
-                                             None if tx is None else tx.id)
-            except ProfileError as err:
-                code = err.reason_code
-                if code != "InvalidSchedule":
-                    code = "InvalidProfile"
-                return {"status": "Rejected", "statusInfo": _status_info(code, str(err))}
-            except Exception as err:
-                return {"status": "Rejected",
-                        "statusInfo": _status_info("InvalidProfile", "%s: %s"
-                                                   % (type(err).__name__, err))}
-        now = self.out.now()
-        if tx is not None:
-            # Already running (cable first): it is now remotely authorised.
-            tx.remote_id = rid
-            if p is not None:
-                self._bind(evse_id, tx.id, p, obj)
-            self._event(evse_id, e, "Updated", "RemoteStart", now, {"remoteStartId": rid},
-                        token)
-            self._wake()
-            return {"status": "Accepted", "transactionId": tx.id}
-        deadline = None if now is None else now + self.connect_timeout_s
-        e.pending = (rid, token, p, obj, deadline)
-        if e.blocked:
-            e.blocked = False
-            self._hold(evse_id, e.inop)
-        if self._starts_on(e):
-            tid = self._start(evse_id, e, "RemoteStart", now)
-            if tid is not None:
-                return {"status": "Accepted", "transactionId": tid}
-        return {"status": "Accepted"}
-
-    def _pick(self):
-        """EVSE for a RequestStart without evseId: a connected EV first, then any free one."""
-        best = None
-        for i in range(len(self._e)):
-            e = self._e[i]
-            if (e.tx is not None or e.pending is not None or not e.available or e.latched
-                    or e.inop or e.state == "E" or e.state == "F"):
-                continue
-            if e.state in ("B", "C", "D"):
-                return i + 1
-            if best is None:
-                best = i + 1
-        return best
-
-    def request_stop(self, payload):
-        """RequestStopTransactionRequest -> response payload (F03)."""
-        tid = payload.get("transactionId") if type(payload) is dict else None
-        evse_id = self.find(tid) if type(tid) is str else None
+def request_start(txs, payload):
+    """RequestStartTransactionRequest (validated) -> response payload (F01, K05)."""
+    rid = payload.get("remoteStartId") if type(payload) is dict else None
+    token = payload.get("idToken") if type(payload) is dict else None
+    if type(rid) is bool or type(rid) is not int or type(token) is not dict:
+        return {"status": "Rejected",
+                "statusInfo": _status_info("InvalidValue", "remoteStartId must be an "
+                                           "integer and idToken an object")}
+    evse_id = payload.get("evseId")
+    if evse_id is None:
+        evse_id = _pick(txs)
         if evse_id is None:
             return {"status": "Rejected",
-                    "statusInfo": _status_info("TxNotFound", "no running transaction %r"
-                                               % (tid,))}
-        self.stop(evse_id, "RemoteStop", "Remote")
-        return {"status": "Accepted"}
+                    "statusInfo": _status_info("NoFreeEvse", "every EVSE is busy, "
+                                               "faulted or unavailable")}
+    elif type(evse_id) is not int or evse_id < 1 or evse_id > len(txs._e):
+        return {"status": "Rejected",
+                "statusInfo": _status_info("UnknownEvse", "evseId %r does not exist"
+                                           % (evse_id,))}
+    e = txs._e[evse_id - 1]
+    if e.inop and e.tx is None:
+        return {"status": "Rejected",
+                "statusInfo": _status_info("Unavailable", "EVSE %d is Inoperative "
+                                           "(ChangeAvailability)" % evse_id)}
+    if not e.available or e.latched or e.state == "E" or e.state == "F":
+        return {"status": "Rejected",
+                "statusInfo": _status_info("Unavailable", "EVSE %d is faulted or "
+                                           "unavailable" % evse_id)}
+    tx = e.tx
+    if tx is not None and tx.remote_id is not None:
+        return {"status": "Rejected",
+                "statusInfo": _status_info("TxInProgress", "transaction %s on EVSE %d "
+                                           "was already started remotely"
+                                           % (tx.id, evse_id))}
+    p = None
+    obj = payload.get("chargingProfile")
+    if obj is not None and txs.smart:
+        try:
+            if txs.validator is not None:
+                p = txs.validator(obj, evse_id, None if tx is None else tx.id)
+            else:
+                p = check_remote_profile(txs.cfg, txs.profiles, obj, evse_id,
+                                         None if tx is None else tx.id)
+        except ProfileError as err:
+            code = err.reason_code
+            if code != "InvalidSchedule":
+                code = "InvalidProfile"
+            return {"status": "Rejected", "statusInfo": _status_info(code, str(err))}
+        except Exception as err:
+            return {"status": "Rejected",
+                    "statusInfo": _status_info("InvalidProfile", "%s: %s"
+                                               % (type(err).__name__, err))}
+    now = txs.out.now()
+    if tx is not None:
+        # Already running (cable first): it is now remotely authorised.
+        tx.remote_id = rid
+        if p is not None:
+            bind(txs, evse_id, tx.id, p, obj)
+        txs._event(evse_id, e, "Updated", "RemoteStart", now, {"remoteStartId": rid},
+                    token)
+        txs._wake()
+        return {"status": "Accepted", "transactionId": tx.id}
+    deadline = None if now is None else now + txs.connect_timeout_s
+    e.pending = (rid, token, p, obj, deadline)
+    if e.blocked:
+        e.blocked = False
+        txs._hold(evse_id, e.inop)
+    if txs._starts_on(e):
+        tid = txs._start(evse_id, e, "RemoteStart", now)
+        if tid is not None:
+            return {"status": "Accepted", "transactionId": tid}
+    return {"status": "Accepted"}
+
+def _pick(txs):
+    """EVSE for a RequestStart without evseId: a connected EV first, then any free one."""
+    best = None
+    for i in range(len(txs._e)):
+        e = txs._e[i]
+        if (e.tx is not None or e.pending is not None or not e.available or e.latched
+                or e.inop or e.state == "E" or e.state == "F"):
+            continue
+        if e.state in ("B", "C", "D"):
+            return i + 1
+        if best is None:
+            best = i + 1
+    return best
+
+def request_stop(txs, payload):
+    """RequestStopTransactionRequest -> response payload (F03)."""
+    tid = payload.get("transactionId") if type(payload) is dict else None
+    evse_id = txs.find(tid) if type(tid) is str else None
+    if evse_id is None:
+        return {"status": "Rejected",
+                "statusInfo": _status_info("TxNotFound", "no running transaction %r"
+                                           % (tid,))}
+    txs.stop(evse_id, "RemoteStop", "Remote")
+    return {"status": "Accepted"}

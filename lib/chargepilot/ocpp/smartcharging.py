@@ -1,6 +1,6 @@
 """The Smart Charging messages (K01, K08-K10) between the RPC layer and the
 engine + flash store; the local API for external limits (K11-K13) is the
-ExternalLimits part (extlimits.py).
+extlimits.py, imported on first need.
 
 Order of a SetChargingProfile: parse -> K01 checks -> write to flash ->
 install in RAM -> answer. `Accepted` therefore means the profile is in
@@ -14,7 +14,6 @@ coroutine function the RPC layer starts once the response is sent
 from micropython import const
 
 from chargepilot.base import log, rfc3339
-from chargepilot.ocpp.extlimits import ExternalLimits, external_id  # noqa: F401 (re-exported)
 from chargepilot.smart import composite, profile, profile_checks
 from chargepilot.ocppj.errors import NOT_SUPPORTED, OcppError
 from chargepilot.smart.profile import PURPOSE_NAMES, SOURCE_NAMES, TX, UNIT_NAMES
@@ -45,7 +44,7 @@ def _whole(v):
 
 
 
-class SmartCharging(ExternalLimits):
+class SmartCharging:
     """`cfg` a station.SmartConfig, `profiles` a profiles.ProfileSet, `store` a
     store.ProfileStore, `clock` a clock.Clock, `dm` the device model (`get(key)`).
     `call(action, payload)` sends a CALL (raises when offline), `changed()` wakes
@@ -343,6 +342,36 @@ class SmartCharging(ExternalLimits):
                                  payload.get("chargingRateUnit"))
         return resp
 
+
+    # ------------------------------------------------------------ K11-K13 (extlimits.py)
+
+    def set_external_limit(self, evse_id, limit_tenths, unit="A", source="EMS",
+                           periods=None, grid_critical=None):
+        """K11/K12: extlimits.set_external_limit (raises ValueError); the limit's id."""
+        from chargepilot.ocpp import extlimits
+
+        return extlimits.set_external_limit(self, evse_id, limit_tenths, unit, source, periods,
+                                            grid_critical)
+
+    def clear_external_limit(self, evse_id, source="EMS"):
+        """K13: extlimits.clear_external_limit; False when there was none."""
+        from chargepilot.ocpp import extlimits
+
+        return extlimits.clear_external_limit(self, evse_id, source)
+
+    def poll(self):
+        """Send the limit notifications held while the clock was unset (extlimits.poll)."""
+        if self._unstamped:
+            from chargepilot.ocpp import extlimits
+
+            extlimits.poll(self)
+
+    async def flush(self):
+        """Send waiting limit notifications (without an outbox; extlimits.flush)."""
+        if self.pending:
+            from chargepilot.ocpp import extlimits
+
+            await extlimits.flush(self)
 
     def handlers(self):
         return {"SetChargingProfile": self.on_set_charging_profile,

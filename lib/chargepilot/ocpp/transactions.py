@@ -24,16 +24,13 @@ control loop reports (`update(...)`, wired as `Controller(on_output=...)`):
 Everything goes out through `send(action, payload)` by way of txsend.Sender
 (`self.out`), which holds an event while the clock is unset and stamps it with
 the instant it happened; payloads follow the official 2.0.1 schemas. The CSMS's
-RequestStart/RequestStopTransaction are answered by the RemoteControl part
-(remotecontrol.py). Synchronous and bounded: one transaction and at most one
+RequestStart/RequestStopTransaction are answered by remotecontrol.py
+(imported on first need). Synchronous and bounded: one transaction and at most one
 pending remote start per EVSE. A failing callback is logged, never raised.
 """
 
-import os
-
 from chargepilot.base import log
 from chargepilot.ocpp import txevse, txjournal, txsend
-from chargepilot.ocpp.remotecontrol import RemoteControl, check_remote_profile  # noqa: F401
 from chargepilot.ocpp.txevse import (  # noqa: F401  (re-exported)
     CHARGING, EV_CONNECTED, SUSPENDED_EV, SUSPENDED_EVSE)
 
@@ -41,16 +38,7 @@ _TAG = "tx"
 POWER_PATH_CLOSED = "PowerPathClosed"
 
 
-def _rand32():
-    try:
-        return int.from_bytes(os.urandom(4), "little")
-    except Exception:  # a port without urandom
-        import random
-
-        return random.getrandbits(32)
-
-
-class Transactions(RemoteControl):
+class Transactions:
     """`cfg` a station.SmartConfig, `profiles` a profiles.ProfileSet, `clock` a
     clock.Clock, `send(action, payload)` queues a CALL for the CSMS.
 
@@ -169,7 +157,7 @@ class Transactions(RemoteControl):
             tid = self._id_fn(evse_id)
         else:
             self._count += 1
-            tid = "%x-%08x-%d-%d" % (now or 0, _rand32(), evse_id, self._count)
+            tid = "%x-%08x-%d-%d" % (now or 0, txevse.rand32(), evse_id, self._count)
         if type(tid) is not str or not tid or len(tid) > 36:
             raise ValueError("transactions: transactionId must be 1..36 characters, got %r"
                              % (tid,))
@@ -262,8 +250,10 @@ class Transactions(RemoteControl):
             tx.remote_id = pend[0]
             token = pend[1]
             extra = {"remoteStartId": pend[0]}
-            if pend[2] is not None:
-                self._bind(evse_id, tid, pend[2], pend[3])
+            if pend[2] is not None:  # set by remotecontrol.request_start: loaded
+                from chargepilot.ocpp import remotecontrol
+
+                remotecontrol.bind(self, evse_id, tid, pend[2], pend[3])
         txevse.set_charging_state(tx, txevse.charging_state(e), now)
         tx.adv = e.adv
         log.info(_TAG, "EVSE %d: transaction %s started (%s)" % (evse_id, tid, trigger))
@@ -375,6 +365,18 @@ class Transactions(RemoteControl):
                  % (evse_id, pend[0], self.connect_timeout_s))
 
     # ------------------------------------------------------------ CSMS requests
+
+    def request_start(self, payload):
+        """RequestStartTransactionRequest (validated) -> response payload (F01/F02, K05)."""
+        from chargepilot.ocpp import remotecontrol
+
+        return remotecontrol.request_start(self, payload)
+
+    def request_stop(self, payload):
+        """RequestStopTransactionRequest -> response payload (F03)."""
+        from chargepilot.ocpp import remotecontrol
+
+        return remotecontrol.request_stop(self, payload)
 
     def set_inoperative(self, evse_id, inop):
         """ChangeAvailability (availability.py): at once when no transaction runs on

@@ -4,6 +4,8 @@ transaction's chargingState (E02: EVConnected, Charging, SuspendedEV,
 SuspendedEVSE). Plain records and pure functions for transactions.py.
 """
 
+import os
+
 EV_CONNECTED = "EVConnected"
 STATES = ("A", "B", "C", "D", "E", "F")
 
@@ -11,6 +13,16 @@ STATES = ("A", "B", "C", "D", "E", "F")
 CHARGING = "Charging"
 SUSPENDED_EV = "SuspendedEV"
 SUSPENDED_EVSE = "SuspendedEVSE"
+
+
+def rand32():
+    """32 random bits for a transactionId."""
+    try:
+        return int.from_bytes(os.urandom(4), "little")
+    except Exception:  # a port without urandom
+        import random
+
+        return random.getrandbits(32)
 
 
 class Tx:

@@ -37,9 +37,8 @@ from micropython import const
 from chargepilot.base import log
 from chargepilot.ocppj import errors, rpc
 from chargepilot.store.queuefile import (  # noqa: F401  (re-exported for callers)
-    DEFAULT_BYTES, DEFAULT_COUNT, DEFAULT_RECORD, OutboxFull, QueueFile)
-from chargepilot.store.queueload import is_int
-from chargepilot.store.queueload import FORMAT_VERSION, LOG_NAME, MAX_BAD_FILES, STATE_NAME  # noqa: F401
+    DEFAULT_BYTES, DEFAULT_COUNT, DEFAULT_RECORD, FORMAT_VERSION, LOG_NAME, MAX_BAD_FILES,
+    STATE_NAME, OutboxFull, QueueFile, is_int)
 from chargepilot.store.recfile import (  # noqa: F401  (re-exported for callers)
     BadRecord,
     RecordTooLarge,
@@ -99,6 +98,14 @@ class Outbox(QueueFile):
         # fn(action, payload) -> payload, just before each send (the app stamps
         # a NotifyEvent queued while the clock was unknown)
         self.prepare = None
+
+    def load(self):
+        """Read the directory (store/queueload.py: only a boot needs it); returns
+        [(file name, reason)] for what was set aside now. Never raises for bad
+        content; StoreError only when the directory cannot be made or listed."""
+        from chargepilot.store import queueload
+
+        return queueload.load(self)
 
     def ready(self):
         """True when drain() would send something now."""

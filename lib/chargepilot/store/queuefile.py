@@ -1,6 +1,7 @@
 """The outbox's flash queue: a bounded FIFO of (action, payload) records that
 survives reboots and power cuts (format: docs/store-format.md §8; the reading
 back at boot is queueload.py, the delivery to the CSMS ocppj/outbox.py).
+Record format: `decode`; the queue is read back by queueload.load() at boot.
 
 A put appends one record (LittleFS commits an append atomically at close; a
 torn tail on a host file system is detected by the framing). Taking the head
@@ -17,16 +18,55 @@ from micropython import const
 
 from chargepilot.base import log
 from chargepilot.store import atomic, recfile
-from chargepilot.store.queueload import (FORMAT_VERSION, LOG_NAME, STATE_NAME, MAX_NAME,
-                                         QueueLoad, decode, is_int, name_ok)
 from chargepilot.store.recfile import (BadRecord, RecordTooLarge, StoreError, StoreFull, dumps,
                                        trailer, unframe)
 
 _TAG = "outbox"
+FORMAT_VERSION = const(1)
+LOG_NAME = "queue.log"
+STATE_NAME = "state.json"
+MAX_BAD_FILES = const(16)  # .bad files kept in the directory (flash is finite)
+MAX_NAME = const(64)  # action / key length
+_KEYS = ("v", "id", "action", "payload", "key", "sup")
 DEFAULT_COUNT = const(64)
 DEFAULT_BYTES = const(24576)
 DEFAULT_RECORD = const(4096)
 _MAX_PROBLEMS = const(16)
+
+
+def is_int(x):
+    return type(x) is int and type(x) is not bool
+
+
+def name_ok(s):
+    return type(s) is str and 0 < len(s) <= MAX_NAME
+
+
+def decode(obj, last):
+    """The record dict, or raise ValueError(reason). `last`: the previous id."""
+    if type(obj) is not dict:
+        raise ValueError("not a JSON object")
+    v = obj.get("v")
+    if v != FORMAT_VERSION or not is_int(v):
+        raise ValueError("unsupported format version %r (this build reads %d)"
+                         % (v, FORMAT_VERSION))
+    for k in obj:
+        if k not in _KEYS:
+            raise ValueError("unknown record member %r" % (k,))
+    n = obj.get("id")
+    if not is_int(n) or n < 1:
+        raise ValueError("id must be a positive integer, got %r" % (n,))
+    if n <= last:
+        raise ValueError("id %d out of order (after %d)" % (n, last))
+    if not name_ok(obj.get("action")):
+        raise ValueError("action must be a string of 1-%d characters" % MAX_NAME)
+    if type(obj.get("payload")) is not dict:
+        raise ValueError("payload must be an object")
+    if "key" in obj and not name_ok(obj["key"]):
+        raise ValueError("key must be a string of 1-%d characters" % MAX_NAME)
+    if "sup" in obj and (not is_int(obj["sup"]) or not 0 < obj["sup"] < n):
+        raise ValueError("sup must be an earlier id")
+    return obj
 
 
 class OutboxFull(StoreFull):
@@ -34,7 +74,7 @@ class OutboxFull(StoreFull):
     max_bytes bytes. It is counted in `Outbox.dropped`."""
 
 
-class QueueFile(QueueLoad):
+class QueueFile:
     """A bounded FIFO of (action, payload) in directory `root`.
 
     max_count     messages queued at most (the RAM index has one entry each)
@@ -98,6 +138,24 @@ class QueueFile(QueueLoad):
         if len(p) >= _MAX_PROBLEMS:
             p.pop(0)
         p.append((name, reason))
+
+    def _keep_bad(self, base, spans):
+        """Copy `spans` of queue.log into a free `<base>.bad` name; returns
+        the words for the report."""
+        if self._nbad >= MAX_BAD_FILES:
+            return "discarded: %d .bad files already kept, delete some" % self._nbad
+        k = 0
+        while True:
+            name = base + (atomic.BAD_SUFFIX if k == 0 else ".%d%s" % (k, atomic.BAD_SUFFIX))
+            if not atomic.exists(self._path(name)):
+                break
+            k += 1
+        try:
+            atomic.copy_atomic(self._path(name), self._log, spans, self.counters)
+        except OSError as e:
+            return "could not be set aside: %r" % (e,)
+        self._nbad += 1
+        return "set aside as %s" % name
 
     # ------------------------------------------------------------ log upkeep
 
