@@ -151,9 +151,9 @@ class WebSocket:
                     return fin, op, await self._readexactly(n)
                 except MemoryError:  # nothing of this frame was read yet
                     keep = -1
-            from chargepilot.ocppj import framefix  # rare: a message not kept, a protocol error
+            from chargepilot.net import wsrare  # rare: a message not kept, a protocol error
 
-            return await framefix.skip_frame(self, fin, op, n, bad, keep == -1)
+            return await wsrare.skip_frame(self, fin, op, n, bad, keep == -1)
         payload = await self._readexactly(n)
         return fin, op, payload
 
@@ -254,15 +254,15 @@ class WebSocket:
                 return None
             if op == F.OP_BINARY:
                 raise FrameError(1003, "binary message; OCPP-J is text only")
-            from chargepilot.ocppj.framefix import MessageTooBig
+            from chargepilot.net.wsrare import MessageTooBig
 
             raise MessageTooBig(size, head, sc, memory)
         try:
             return self._kept(fin, op, payload)
         except MemoryError:  # joining or decoding: the message was read, skip it
-            from chargepilot.ocppj import framefix
+            from chargepilot.net import wsrare
 
-            framefix.skip_start(self, self._frag if self._frag is not None else payload, True, op)
+            wsrare.skip_start(self, self._frag if self._frag is not None else payload, True, op)
             payload = None
             return self._data(fin, op, None)
 

@@ -9,11 +9,8 @@ Imported on first need by rpc.py and the agent.
 
 from micropython import const
 
-from chargepilot.ocppj import errors, rpc
-from chargepilot.ocppj.errors import OcppError
-from chargepilot.ocppj.rpc import _salvage
-# (until ws.py imports them from net/wsrare.py itself)
-from chargepilot.net.wsrare import MessageTooBig, skip_frame, skip_start  # noqa: F401
+from chargepilot.ocppj import errors
+from chargepilot.ocppj.errors import BadResponse, CallError, OcppError, salvage as _salvage
 
 _MAX_ACTION = const(64)
 _CALL = const(2)
@@ -213,8 +210,8 @@ def bad_answer(r, kind, mid, code, description):
     if r._waiting is not None and mid == r._waiting and r._answer is None:
         r.log.warn("rpc", "answer for %s unreadable: %s" % (mid, description))
         if kind == _CALLRESULT:
-            r._finish(rpc.BadResponse(code, description))
+            r._finish(BadResponse(code, description))
         else:
-            r._finish(rpc.CallError(errors.GENERIC_ERROR, description))
+            r._finish(CallError(errors.GENERIC_ERROR, description))
     else:
         r.log.warn("rpc", "unreadable answer for %s dropped: %s" % (mid, description))

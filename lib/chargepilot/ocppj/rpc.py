@@ -23,7 +23,9 @@ from micropython import const
 
 from chargepilot.ocppj import errors
 from chargepilot.base import log as _log
-from chargepilot.ocppj.errors import OcppError
+from chargepilot.ocppj.errors import (  # noqa: F401  (re-exported: rpc.CallError, ...)
+    BadResponse, CallError, CallTimeout, ClosedAfterSend, Disconnected, OcppError, RpcError,
+    salvage as _salvage)
 
 CALL = const(2)
 CALLRESULT = const(3)
@@ -43,53 +45,6 @@ _ALIASES = {
     "OccurenceConstraintViolation": errors.OCCURRENCE_CONSTRAINT_VIOLATION,
     "FormationViolation": errors.FORMAT_VIOLATION,
 }
-
-
-class RpcError(Exception):
-    """Base of everything call() raises for a failed exchange."""
-
-
-class CallError(RpcError):
-    """The CSMS answered our CALL with a CALLERROR."""
-
-    def __init__(self, code, description="", details=None):
-        super().__init__(code, description)
-        self.code = code
-        self.description = description
-        self.details = details if details is not None else {}
-
-    def __str__(self):
-        return "%s: %s" % (self.code, self.description)
-
-
-class CallTimeout(RpcError):
-    """No answer within the timeout: the CALL counts as not delivered."""
-
-
-class Disconnected(RpcError):
-    """The connection ended (or could not send) before the answer came."""
-
-    sent = False  # True (ClosedAfterSend): the CALL went out first
-
-
-class ClosedAfterSend(Disconnected):
-    """The CALL was sent and the connection ended before its answer (e.g. the
-    CSMS closed with 1007 because of that frame): for the outbox this counts
-    as an attempt of that message (E13), unlike a CALL never sent."""
-
-    sent = True
-
-
-class BadResponse(RpcError):
-    """The CALLRESULT arrived but its payload is not valid for the action."""
-
-    def __init__(self, code, description):
-        super().__init__(code, description)
-        self.code = code
-        self.description = description
-
-    def __str__(self):
-        return "%s: %s" % (self.code, self.description)
 
 
 _CODES = (
@@ -116,43 +71,6 @@ def refuse_all(action):
 def normal_code(code):
     """A received errorCode in today's spelling."""
     return _ALIASES.get(code, code)
-
-
-def _salvage(text):
-    """(type id, message id) from the start of a frame that is not JSON, else None.
-
-    Reads only `[ <digit> , "<id>"` (no escapes, at most 36 characters).
-    """
-    n = len(text)
-    i = 0
-    ws = " \t\r\n"
-    while i < n and text[i] in ws:
-        i += 1
-    if i >= n or text[i] != "[":
-        return None
-    i += 1
-    while i < n and text[i] in ws:
-        i += 1
-    if i >= n or not ("0" <= text[i] <= "9"):
-        return None
-    kind = ord(text[i]) - 48
-    i += 1
-    while i < n and text[i] in ws:
-        i += 1
-    if i >= n or text[i] != ",":
-        return None
-    i += 1
-    while i < n and text[i] in ws:
-        i += 1
-    if i >= n or text[i] != '"':
-        return None
-    end = text.find('"', i + 1)
-    if end < 0 or end - i - 1 > _MAX_ID or end == i + 1:
-        return None
-    mid = text[i + 1 : end]
-    if "\\" in mid:
-        return None
-    return kind, mid
 
 
 def unicode_text(text):
