@@ -92,20 +92,7 @@ class BadResponse(RpcError):
         return "%s: %s" % (self.code, self.description)
 
 
-_CODES = (
-    errors.FORMAT_VIOLATION,
-    errors.GENERIC_ERROR,
-    errors.INTERNAL_ERROR,
-    errors.MESSAGE_TYPE_NOT_SUPPORTED,
-    errors.NOT_IMPLEMENTED,
-    errors.NOT_SUPPORTED,
-    errors.OCCURRENCE_CONSTRAINT_VIOLATION,
-    errors.PROPERTY_CONSTRAINT_VIOLATION,
-    errors.PROTOCOL_ERROR,
-    errors.RPC_FRAMEWORK_ERROR,
-    errors.SECURITY_ERROR,
-    errors.TYPE_CONSTRAINT_VIOLATION,
-)
+_CODES = errors.CODES
 
 
 def refuse_all(action):
