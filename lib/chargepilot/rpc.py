@@ -12,7 +12,9 @@
   a bad frame never ends `run()`.
 * `gate(action)` (optional) may raise OcppError to refuse a CSMS CALL, e.g.
   `rpc.gate = refuse_all` while BootNotification is Rejected (B03.FR.08).
-* `on_frame(direction, text)` ("in"/"out") sees every frame for a timeline.
+* `on_frame(direction, text)` ("in"/"out") sees every frame for a timeline;
+  text is None for a frame sent in pieces (pieces.py: there was no heap block
+  for its text).
 """
 
 import asyncio
@@ -219,14 +221,20 @@ class Rpc:
             mid = self._next_id()
             # CPython's json.dumps escapes a lone surrogate: refused here (OcppError)
             # as wsframe.encode refuses MicroPython's raw one (ValueError)
-            text = unicode_text(json.dumps([CALL, mid, action, payload]))
+            try:
+                text = unicode_text(json.dumps([CALL, mid, action, payload]))
+            except MemoryError:  # no block of its size: sent in pieces below
+                text = None
             self._event = asyncio.Event()
             self._answer = None
             self._waiting = mid
             try:
                 self._frame("out", text)
                 try:
-                    await self.ws.send(text)
+                    if text is None:
+                        await self._send_pieces([CALL, mid, action, payload])
+                    else:
+                        await self.ws.send(text)
                 except ValueError:  # not Unicode text (wsframe.encode): never sendable
                     raise
                 except Exception as e:
@@ -463,9 +471,29 @@ class Rpc:
             description = ""
         await self._send([CALLERROR, mid, code, description[:_MAX_DESC], {}])
 
+    async def _send_pieces(self, frame):
+        """`frame` sent through pieces.json_pieces: no heap block of its size."""
+        from chargepilot import pieces
+
+        chunks, n = pieces.json_pieces(frame)
+        self.log.info(_TAG, "%d-byte %s sent in pieces (no heap block of its size)"
+                      % (n, "CALL" if frame[0] == CALL else "answer"))
+        await self.ws.send_pieces(chunks, n)
+
     async def _send(self, frame):
         try:
             text = json.dumps(frame)
+        except MemoryError:
+            self._frame("out", None)
+            try:
+                await self._send_pieces(frame)
+                return
+            except MemoryError as e:  # not even in pieces: the CSMS is told
+                self.log.warn(_TAG, "answer to %s not sent: %s" % (frame[1], e))
+                text = json.dumps([CALLERROR, frame[1], errors.INTERNAL_ERROR, "no memory for the answer", {}])
+            except Exception as e:
+                self.log.warn(_TAG, "send failed: %s" % e)
+                return
         except Exception as e:
             self.log.exception(_TAG, "frame not serialisable", e)
             text = json.dumps([CALLERROR, frame[1], errors.INTERNAL_ERROR, "response not serialisable", {}])

@@ -230,6 +230,18 @@ async def open_stream(url, subprotocols, headers, ssl_context, timeout_ms, rand1
     return reader, state[0], proto, rest
 
 
+def _no_delay(writer):
+    """TCP_NODELAY on MicroPython's plain socket (CPython's asyncio sets it on
+    every TCP socket): a big message goes out as header + payload, two writes,
+    and Nagle would hold the payload's last segment until the header is acked."""
+    sock = getattr(writer, "s", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY (Linux and lwIP)
+        except Exception:  # a port without it: only latency is lost
+            pass
+
+
 async def _upgrade(state, host, port, ssl_context, request, key, subprotocols):
     if ssl_context is None:
         reader, writer = await asyncio.open_connection(host, port)
@@ -249,6 +261,7 @@ async def _upgrade(state, host, port, ssl_context, request, key, subprotocols):
         state[1] = "TLS connect"
     state[0] = writer
     if ssl_context is None:
+        _no_delay(writer)
         state[1] = "sending the upgrade request"
     # (MicroPython does the TLS handshake here, on the first write: keep the label)
     try:
