@@ -194,7 +194,7 @@ def sync_time(clk, host=None):
     try:
         import ntptime
 
-        from chargepilot import rfc3339
+        from chargepilot.base import rfc3339
 
         if host:
             ntptime.host = host
@@ -221,7 +221,7 @@ def _read(path):
 
 
 def _ssl_context(cfg):
-    from chargepilot import tls
+    from chargepilot.net import tls
 
     if cfg["security_profile"] == 3:
         return tls.ssl_context(_read(cfg["ca_file"]), _read(cfg["cert_file"]),
@@ -230,7 +230,9 @@ def _ssl_context(cfg):
 
 
 def build_station(cfg, clk, board):
-    from chargepilot import VERSION, app, variables
+    from chargepilot import VERSION
+    from chargepilot.station import app
+    from chargepilot.ocpp import devicemodel as variables
 
     state = cfg.get("state_dir", "/state")
     _mkdir(state)
@@ -280,7 +282,7 @@ async def _run(station, wlan, cfg, clk):
 def main():
     import asyncio
 
-    from chargepilot import clock
+    from chargepilot.base import clock
 
     cfg = load_config()
     import gc
@@ -293,7 +295,7 @@ def main():
     station = build_station(cfg, clk, board)
     wlan = network.WLAN(network.STA_IF)
     asyncio.run(_run(station, wlan, cfg, clk))
-    if station.reset_requested:  # Reset (lib/chargepilot/reset.py): reboot now
+    if station.reset_requested:  # Reset (lib/chargepilot/ocpp/reset.py): reboot now
         _log("reset requested by the CSMS")
         board.safe()
         machine.reset()

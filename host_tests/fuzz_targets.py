@@ -43,9 +43,11 @@ from hypothesis import strategies as st
 
 import fuzzgen
 import test_validate_vs_jsonschema as vj
-from chargepilot import errors, framefix, rpc, smart, validate, variables, ws
-from chargepilot import log as cplog
-from chargepilot import wsframe as F
+from chargepilot.ocppj import errors, framefix, rpc, validate
+from chargepilot.ocpp import smartcharging as smart, devicemodel as variables
+from chargepilot.net import ws
+from chargepilot.base import log as cplog
+from chargepilot.net import wsframe as F
 from devtest import rmtree, tmpdir
 from fakews import pair
 from test_wsframe import IntoStream, Stream
@@ -344,7 +346,7 @@ class RingLog:
 
 
 class Quiet:
-    """chargepilot.log (used by smart/variables/store) to a ring instead of stderr."""
+    """chargepilot.base.log (used by smart/variables/store) to a ring instead of stderr."""
 
     def __enter__(self):
         self.saved = (cplog._out, cplog.sink)
@@ -373,7 +375,7 @@ class Harness:
 
     def __init__(self, evses=2, entries=6):
         import simcsms
-        from chargepilot import clock, rfc3339
+        from chargepilot.base import clock, rfc3339
 
         self.root = tmpdir("fuzz")
         clk = clock.Clock()

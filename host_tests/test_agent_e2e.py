@@ -12,7 +12,7 @@ import time
 import pytest
 
 from csms_fixture import RUNTIMES, agent_factory, csms_factory  # noqa: F401
-from chargepilot import recfile  # noqa: E402 (settings.json is a framed record)
+from chargepilot.store import recfile  # noqa: E402 (settings.json is a framed record)
 
 FAST = {"RetryBackOffWaitMinimum": "0", "RetryBackOffRandomRange": "0",
         "MessageTimeout": "5"}
@@ -390,7 +390,7 @@ def test_firmware_builds_agent_and_wifi(tmp_path):
     import network
 
     fw = _firmware_main()
-    from chargepilot import clock
+    from chargepilot.base import clock
 
     cfg = {"wifi": {"ssid": "lab"}, "csms_url": "ws://127.0.0.1:9/ocpp", "station_id": "CP 9",
            "security_profile": 1, "password": "q" * 20, "state_dir": str(tmp_path / "st")}
@@ -452,7 +452,8 @@ def test_launcher_rejects_bad_arguments(tmp_path):
 def test_launcher_profile_bounds_match_the_agent():
     import re
 
-    from chargepilot import station, variables
+    from chargepilot.smart import config as station
+    from chargepilot.ocpp import devicemodel as variables
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "tools", "agent")) as f:

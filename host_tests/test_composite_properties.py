@@ -21,8 +21,9 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import composite_case  # noqa: E402
 import reference  # noqa: E402  (host_tests/device)
-from chargepilot import composite, profile, profile_checks, rfc3339, station  # noqa: E402
-from chargepilot.profiles import ProfileSet  # noqa: E402
+from chargepilot.smart import composite, profile, profile_checks, config as station  # noqa: E402
+from chargepilot.base import rfc3339
+from chargepilot.smart.profiles import ProfileSet  # noqa: E402
 
 NOW = rfc3339.parse("2024-06-05T12:00:00Z")
 TX_ID = "tx-prop"

@@ -87,7 +87,7 @@ def test_every_transactions_scenario_validates_with_jsonschema(monkeypatch):
     """Re-run the device tests of test_transactions with jsonschema on every message
     sent and every RequestStart/StopTransaction response."""
     import test_transactions as tt
-    from chargepilot import transactions
+    from chargepilot.ocpp import transactions
 
     counts = {"msg": 0, "resp": 0}
     send = Rig._send

@@ -14,7 +14,9 @@ import os
 import simcsms
 from devtest import run, tmpdir
 
-from chargepilot import availability, recfile, reset, validate
+from chargepilot.ocpp import availability, reset
+from chargepilot.store import recfile
+from chargepilot.ocppj import validate
 
 FAST = {"TxUpdatedInterval": 0}
 
@@ -448,7 +450,7 @@ async def _power_cut_ended_carries_the_register_which_never_decreases():
 
 
 def test_empty_measurand_list_is_allowed_and_values_list_matches():
-    from chargepilot import meter, variables
+    from chargepilot.ocpp import meter, devicemodel as variables
 
     assert variables.MEASURANDS == meter.MEASURANDS
     dm = variables.DeviceModel(None)

@@ -44,7 +44,7 @@ def run_tool(*args, check=True):
 
 
 def lib_sources():
-    """Module paths (chargepilot/x, chargepilot/schemas/y) of every .py in lib/chargepilot."""
+    """Module paths (chargepilot/x, chargepilot/ocppj/schemas/y) of every .py in lib/chargepilot."""
     out = set()
     base = os.path.join(ROOT, "lib")
     for dirpath, _, names in os.walk(os.path.join(base, "chargepilot")):
@@ -179,7 +179,7 @@ def test_march_is_accepted_and_bytecode_stays_portable(tmp_path):
     out = str(tmp_path / "x")
     r = run_tool("build", "--out", out, "--march", "xtensawin")
     assert "portable bytecode" in r.stdout
-    ver, sub, arch = deploy.mpy_header(os.path.join(out, "lib", "chargepilot", "pilot.mpy"))
+    ver, sub, arch = deploy.mpy_header(os.path.join(out, "lib", "chargepilot", "output", "pilot.mpy"))
     assert (ver, arch) == (6, 0)  # no native code, so no arch in the header
     bad = run_tool("build", "--out", str(tmp_path / "y"), "--march", "z80", check=False)
     assert bad.returncode == 2 and "unknown --march" in bad.stderr
@@ -429,7 +429,7 @@ def seed_old_install(root):
     """A board that ran an older deploy plus a hand-copied source file or two."""
     for rel, data in {
         "lib/chargepilot/retired_module.mpy": b"M\x06old",
-        "lib/chargepilot/agent.py": b"raise ImportError('stale source shadows agent.mpy')\n",
+        "lib/chargepilot/station/agent.py": b"raise ImportError('stale source shadows agent.mpy')\n",
         "lib/chargepilot/oldpkg/x.mpy": b"M\x06old",
         "lib/otherlib/keep.py": b"VALUE = 7\n",
         "board.py": b"raise ImportError('stale board.py shadows board.mpy')\n",

@@ -18,8 +18,8 @@ MISSING_ON_MICROPYTHON = {"dataclasses", "typing", "enum", "logging", "datetime"
 HOST_ONLY = {"ocpp", "websockets", "jsonschema", "hypothesis", "pytest", "subprocess"}
 HARDWARE = {"machine", "network", "esp32", "ntptime"}
 # Pure integer modules: no float literal, no true division.
-INTEGER_ONLY = ("lib/chargepilot/composite.py", "lib/chargepilot/pilot.py",
-                "lib/chargepilot/rfc3339.py", "lib/chargepilot/clock.py")
+INTEGER_ONLY = ("lib/chargepilot/smart/composite.py", "lib/chargepilot/output/pilot.py",
+                "lib/chargepilot/base/rfc3339.py", "lib/chargepilot/base/clock.py")
 BANNED_METHODS = {"removeprefix", "removesuffix", "ljust", "rjust", "bit_length", "isascii"}
 
 
@@ -91,7 +91,7 @@ def test_rules_catch_violations():
     """The checker itself must flag what it claims to flag."""
     bad = ("import typing\nimport machine\nassert x\nraise ValueError() from None\n"
            "s.removeprefix('a')\ny = 1.5 / 2\n")
-    found = "\n".join(check_source(bad, "lib/chargepilot/composite.py"))
+    found = "\n".join(check_source(bad, "lib/chargepilot/smart/composite.py"))
     for needle in ("imports typing", "imports machine outside", "assert", "raise ... from",
                    ".removeprefix()", "float literal", "true division"):
         assert needle in found, needle

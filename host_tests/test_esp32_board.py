@@ -9,7 +9,7 @@ import runpy
 import machine
 import pytest
 
-from chargepilot import pilot
+from chargepilot.output import pilot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOARD_DIR = os.path.join(ROOT, "boards", "esp32_devkitc")
@@ -456,7 +456,7 @@ def test_clean_stop_pauses_the_pilot_then_opens_the_relay():
 
 
 def test_the_sequence_is_the_shared_one(monkeypatch):
-    """The ESP32 board drives its outputs through chargepilot.pilot.apply:
+    """The ESP32 board drives its outputs through chargepilot.output.pilot.apply:
     reversing the order there breaks the ESP32 board's sequence."""
     calls = []
     orig = pilot.apply

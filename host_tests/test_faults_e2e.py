@@ -46,7 +46,8 @@ import uuid
 
 import pytest
 
-from chargepilot import recfile, transactions
+from chargepilot.store import recfile
+from chargepilot.ocpp import transactions
 from csms_fixture import RUNTIMES, agent_factory, check_agent_frames, csms_factory  # noqa: F401
 
 # ------------------------------------------------------------ settings and bounds

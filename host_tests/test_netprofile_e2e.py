@@ -16,7 +16,7 @@ import socket
 import pytest
 
 from csms_fixture import RUNTIMES, agent_factory, csms_factory  # noqa: F401
-from chargepilot import recfile  # noqa: E402 (settings.json is a framed record)
+from chargepilot.store import recfile  # noqa: E402 (settings.json is a framed record)
 
 PW = "network-profile-pass-1"
 FAST = {"RetryBackOffWaitMinimum": "0", "RetryBackOffRandomRange": "0", "MessageTimeout": "5",

@@ -15,7 +15,7 @@ import profgen
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from chargepilot import log
+from chargepilot.base import log
 
 EXAMPLES = int(os.environ.get("ORACLE_EXAMPLES", "100"))
 # Shrinking a failure through ~100 draws can take minutes; the failing CASE JSON

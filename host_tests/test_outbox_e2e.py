@@ -11,7 +11,10 @@ import asyncio
 
 from csms_fixture import csms_factory  # noqa: F401
 
-from chargepilot import agent, clock, outbox, variables
+from chargepilot.station import agent
+from chargepilot.base import clock
+from chargepilot.ocppj import outbox
+from chargepilot.ocpp import devicemodel as variables
 
 NOW = "2026-03-01T12:00:00Z"
 

@@ -8,7 +8,7 @@ own signal). CPython only: the whole app.Station does not fit the unix port's
 from devtest import rmtree, run, tmpdir
 from test_outbox_rules import Csms, te
 
-from chargepilot import rpc
+from chargepilot.ocppj import rpc
 
 
 def test_station_reports_a_discarded_transaction_event():
@@ -45,7 +45,7 @@ def test_boot_report_without_clock_is_stamped_when_sent():
     # clock is reported (NotifyEvent), stamped when sent, not with 2020-01-01
     from simcsms import make_station
 
-    from chargepilot import clock
+    from chargepilot.base import clock
 
     d = tmpdir("obs")
     try:

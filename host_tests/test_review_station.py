@@ -13,7 +13,9 @@ transaction and no boot ever ended it at the CSMS.
 import simcsms
 from devtest import tmpdir
 
-from chargepilot import app, outbox, txstate
+from chargepilot.station import app
+from chargepilot.ocppj import outbox
+from chargepilot.store import txstate
 
 TID = "tx-review-1"
 

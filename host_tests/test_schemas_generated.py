@@ -1,4 +1,4 @@
-"""The checked-in tables in lib/chargepilot/schemas/ are exactly what tools/gen_schemas.py
+"""The checked-in tables in lib/chargepilot/ocppj/schemas/ are exactly what tools/gen_schemas.py
 makes from the ocpp package's 2.0.1 schemas, and they encode those schemas losslessly."""
 
 import json
@@ -13,7 +13,7 @@ import pytest
 import gen_schemas as gen
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TABLE_DIR = os.path.join(ROOT, "lib", "chargepilot", "schemas")
+TABLE_DIR = os.path.join(ROOT, "lib", "chargepilot", "ocppj", "schemas")
 GEN = os.path.join(ROOT, "tools", "gen_schemas.py")
 
 
@@ -66,7 +66,7 @@ def test_check_flag_passes_on_the_tree_and_reports_differences(tmp_path):
 
 
 def test_package_lists_exactly_the_generator_messages():
-    from chargepilot import schemas
+    from chargepilot.ocppj import schemas
 
     assert schemas.ACTIONS == gen.MESSAGES
     assert len(gen.MESSAGES) == 24 and len(set(gen.MESSAGES)) == 24  # + MeterValues (J01)

@@ -24,7 +24,7 @@ import pytest
 
 import csms_server
 from csms_fixture import RUNTIMES, agent_factory, csms_factory  # noqa: F401
-from chargepilot import recfile  # noqa: E402 (settings.json is a framed record)
+from chargepilot.store import recfile  # noqa: E402 (settings.json is a framed record)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT = [sys.executable, os.path.join(ROOT, "tools", "agent")]
@@ -270,7 +270,10 @@ import asyncio
 import ssl
 import sys
 
-from chargepilot import agent, clock, tls, variables
+from chargepilot.station import agent
+from chargepilot.base import clock
+from chargepilot.net import tls
+from chargepilot.ocpp import devicemodel as variables
 
 MP = sys.implementation.name == "micropython"
 

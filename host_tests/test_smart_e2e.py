@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from chargepilot import smart
+from chargepilot.ocpp import smartcharging as smart
 from csms_fixture import RUNTIMES, agent_factory, check_agent_frames, csms_factory  # noqa: F401
-from chargepilot import recfile  # noqa: E402 (settings.json is a framed record)
+from chargepilot.store import recfile  # noqa: E402 (settings.json is a framed record)
 
 FAST = {"RetryBackOffWaitMinimum": "0", "RetryBackOffRandomRange": "0", "MessageTimeout": "5"}
 UTC = datetime.timezone.utc

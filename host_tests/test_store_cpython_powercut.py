@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chargepilot import store
+from chargepilot.store import profilestore as store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -439,7 +439,7 @@ CHILD = r"""
 import sys
 sys.path[:0] = [%(lib)r, %(host)r]
 import cpython_shim; cpython_shim.install()
-from chargepilot import store
+from chargepilot.store import profilestore as store
 s = store.ProfileStore(%(dir)r, 10)
 s.load()
 def rec(pid, limit):

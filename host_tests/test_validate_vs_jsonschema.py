@@ -1,4 +1,4 @@
-"""chargepilot.validate agrees with the reference `jsonschema` (Draft-06) on every payload.
+"""chargepilot.ocppj.validate agrees with the reference `jsonschema` (Draft-06) on every payload.
 
 Payloads are built from the official 2.0.1 JSON schemas (not from our tables): valid ones
 by a hypothesis strategy, invalid ones by mutating them (drop properties, change types,
@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chargepilot import errors, validate
-from chargepilot.errors import OcppError
+from chargepilot.ocppj import errors, validate
+from chargepilot.ocppj.errors import OcppError
 from gen_schemas import KINDS, MESSAGES
 
 SCHEMA_DIR = os.path.join(os.path.dirname(ocpp.__file__), "v201", "schemas")

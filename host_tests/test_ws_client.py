@@ -22,7 +22,7 @@ MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
 # Client side: runs unchanged on both runtimes. run_all() -> list of "name|result" strings.
 SCENARIOS = r'''
 import asyncio
-from chargepilot import ws
+from chargepilot.net import ws
 
 AUTH = {"Authorization": "Basic Y3AxOnNlY3JldC1wYXNzd29yZC0x"}
 
@@ -118,9 +118,10 @@ async def run_all(port, noproto, raw, dead):
 # (ws + rpc + validate compiled from source do not fit one 100 KB heap with the above).
 RPC_SCENARIO = r'''
 import asyncio
-from chargepilot import validate  # noqa: F401  (first: compiling it needs the most heap)
-from chargepilot import rpc, ws
-from chargepilot.errors import OcppError
+from chargepilot.ocppj import validate  # noqa: F401  (first: compiling it needs the most heap)
+from chargepilot.ocppj import rpc
+from chargepilot.net import ws
+from chargepilot.ocppj.errors import OcppError
 
 
 async def attempt(results, name, coro):
@@ -432,7 +433,7 @@ def test_scenarios_micropython(tmp_path):
 TLS_CLIENT = r'''
 import asyncio
 import ssl
-from chargepilot import ws
+from chargepilot.net import ws
 
 
 def context(ca_der):

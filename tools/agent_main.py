@@ -32,7 +32,11 @@ import os
 
 import time
 
-from chargepilot import VERSION, app, clock, log, tls, variables
+from chargepilot import VERSION
+from chargepilot.station import app
+from chargepilot.base import clock, log
+from chargepilot.net import tls
+from chargepilot.ocpp import devicemodel as variables
 
 _TAG = "main"
 # Collect after every 4 KB allocated: on a small heap fragmentation, not live
@@ -357,7 +361,7 @@ def main():
         except BaseException as e:
             log.warn(_TAG, "shutdown: %s" % e)
     if st.reset_requested:  # Reset (reset.py): the launcher starts the station again
-        from chargepilot import reset
+        from chargepilot.ocpp import reset
 
         log.info(_TAG, "exit for a reset")
         return reset.EXIT_RESET

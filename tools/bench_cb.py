@@ -54,7 +54,7 @@ import random  # noqa: E402
 import time  # noqa: E402
 
 RUNTIME = "unix" if MICROPYTHON else "cpython"
-MAX_FRAME = 65536  # lib/chargepilot/ws.py max_message
+MAX_FRAME = 65536  # lib/chargepilot/net/ws.py max_message
 
 
 def _emit(name, value, unit):
@@ -69,7 +69,8 @@ def _pct(xs, p):
 
 
 def big_profile(pid, n=1024):
-    from chargepilot import profile, rfc3339
+    from chargepilot.smart import profile
+    from chargepilot.base import rfc3339
 
     import simcsms
 
@@ -145,7 +146,7 @@ async def _run(n, guard, emit):
     import simcsms
     from devtest import rmtree, tmpdir
 
-    from chargepilot import log
+    from chargepilot.base import log
 
     log.level = log.WARN
     state = tmpdir("cb")
@@ -241,7 +242,7 @@ def long_calls(emit):
     # gc.collect with a station-sized heap: 20 x 24-period profiles parsed and kept
     import simcsms
 
-    from chargepilot import profile
+    from chargepilot.smart import profile
 
     keep = [profile.parse(simcsms.twenty(i)["chargingProfile"], 1, "CSO") for i in range(20)]
     keep.append(json.loads(frame))

@@ -21,7 +21,7 @@ MICROPYTHON = sys.implementation.name == "micropython"
 
 
 def _profiles_json(n, now):
-    from chargepilot import rfc3339
+    from chargepilot.base import rfc3339
 
     out = []
     for i in range(n):
@@ -63,8 +63,8 @@ def _profiles_json(n, now):
 
 
 def _setup(text, now):
-    from chargepilot import profile, profile_checks, station
-    from chargepilot.profiles import ProfileSet
+    from chargepilot.smart import profile, profile_checks, config as station
+    from chargepilot.smart.profiles import ProfileSet
 
     cfg = station.SmartConfig(evse_count=2, max_stack_level=40, max_periods=24, max_entries=20)
     cfg.start_transaction(1, "bench-tx", now - 600)
@@ -108,8 +108,8 @@ def _alloc(fn):
 
 def _heap_of(text, now):
     """Heap held by the installed ProfileSet (parsed one profile at a time)."""
-    from chargepilot import profile
-    from chargepilot.profiles import ProfileSet
+    from chargepilot.smart import profile
+    from chargepilot.smart.profiles import ProfileSet
 
     objs = json.loads(text)
     texts = [json.dumps(o) for o in objs]
@@ -129,7 +129,8 @@ def _heap_of(text, now):
 
 
 def measure(emit, quick=False):
-    from chargepilot import composite, rfc3339
+    from chargepilot.smart import composite
+    from chargepilot.base import rfc3339
 
     now = rfc3339.parse("2024-05-01T10:00:00Z")
     for n in (1, 5, 20):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Flash cost of the outbox (lib/chargepilot/outbox.py) on a real LittleFS v2.
+"""Flash cost of the outbox (lib/chargepilot/ocppj/outbox.py) on a real LittleFS v2.
 
 Runs under the MicroPython unix port on the counting RAM block device of
 tools/bench_store.py (4096-byte blocks, default VfsLfs2 settings as the ESP32
@@ -30,7 +30,8 @@ def main():
     import vfs
     from bench_store import BLOCK, CountingFlash, emit
 
-    from chargepilot import log, outbox
+    from chargepilot.base import log
+    from chargepilot.ocppj import outbox
 
     log.level = log.WARN
     dev = CountingFlash(64, BLOCK)

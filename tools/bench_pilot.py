@@ -109,7 +109,7 @@ async def _run(n, emit):
     import simcsms
     from devtest import rmtree, tmpdir
 
-    from chargepilot import log
+    from chargepilot.base import log
 
     log.level = log.WARN
     state = tmpdir("pilot")

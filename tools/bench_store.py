@@ -119,7 +119,7 @@ def main():
 
     import vfs
 
-    from chargepilot import store
+    from chargepilot.store import profilestore as store
 
     dev = CountingFlash(N_BLOCKS, BLOCK)
     vfs.VfsLfs2.mkfs(dev)

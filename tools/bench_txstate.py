@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Flash cost of the running-transactions file (lib/chargepilot/txstate.py) on a real LittleFS v2.
+"""Flash cost of the running-transactions file (lib/chargepilot/store/txstate.py) on a real LittleFS v2.
 
 Runs under the MicroPython unix port on the counting RAM block device of
 tools/bench_store.py (4096-byte blocks, default VfsLfs2 settings as the ESP32
@@ -22,7 +22,7 @@ def main():
     import vfs
     from bench_store import BLOCK, CountingFlash, emit
 
-    from chargepilot import txstate
+    from chargepilot.store import txstate
 
     dev = CountingFlash(64, BLOCK)
     vfs.VfsLfs2.mkfs(dev)

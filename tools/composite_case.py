@@ -16,8 +16,9 @@ import gc
 import json
 import sys
 
-from chargepilot import composite, profile, profile_checks, rfc3339, station
-from chargepilot.profiles import ProfileSet
+from chargepilot.smart import composite, profile, profile_checks, config as station
+from chargepilot.base import rfc3339
+from chargepilot.smart.profiles import ProfileSet
 
 
 def _tenths_or(v, dflt):

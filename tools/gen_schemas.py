@@ -2,14 +2,14 @@
 """Generate chargepilot's validation tables from the official OCPP 2.0.1 JSON schemas.
 
 Reads `ocpp/v201/schemas/<Action>Request.json` and `<Action>Response.json` from the
-installed `ocpp` package and writes `lib/chargepilot/schemas/`:
+installed `ocpp` package and writes `lib/chargepilot/ocppj/schemas/`:
 
 * `__init__.py`: `ACTIONS`, the actions that have a table;
 * `<Action>Request.py`, `<Action>Response.py`: the table of that payload;
 * `_<Definition>.py`: a definition shared by several messages (e.g. ChargingProfileType),
   reached through a reference in the message modules that use it.
 
-Each module holds `N`, a tuple of short node texts (N[0] is the root). chargepilot.validate
+Each module holds `N`, a tuple of short node texts (N[0] is the root). chargepilot.ocppj.validate
 walks the text in place, importing a module when the walk first reaches it and dropping
 all of them after the check, so validating one message loads only that message's nodes.
 Inside the generator a schema is first compiled to nested tuples (the IR, also used by the tests):
@@ -31,7 +31,7 @@ advance). A node text starts with its kind:
         items: `name=<ref>` separated by `,`, with `!` appended when required
 
 A <ref> is digits (index into the same N), `_Name` (N[0] of the shared module
-chargepilot.schemas._Name) or an inlined node text.
+chargepilot.ocppj.schemas._Name) or an inlined node text.
 
 Every schema keyword is either encoded or known to be irrelevant for validation; any other
 keyword, format or construct stops the generator (nothing is silently dropped).
@@ -53,7 +53,7 @@ import venvcheck  # noqa: E402
 venvcheck.ensure("ocpp")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_OUT = os.path.join(ROOT, "lib", "chargepilot", "schemas")
+DEFAULT_OUT = os.path.join(ROOT, "lib", "chargepilot", "ocppj", "schemas")
 
 # The one list of messages the agent sends or handles; each gets a Request and a Response table.
 MESSAGES = (
@@ -103,7 +103,7 @@ HANDLED = {
 # A definition used by two or more messages gets its own module when its source is
 # at least this long; smaller ones (CustomDataType, EVSEType ...) are inlined.
 SHARE_MIN_CHARS = 400
-# chargepilot.validate refuses tables nested deeper than this (_MAX_DEPTH there).
+# chargepilot.ocppj.validate refuses tables nested deeper than this (_MAX_DEPTH there).
 MAX_DEPTH = 16
 
 
@@ -409,9 +409,9 @@ def generate(src_dir=None):
     for name in sorted(roots):
         files[name + ".py"] = build(roots[name], name, name + ".json")
     files["__init__.py"] = (
-        '"""OCPP 2.0.1 payload tables for chargepilot.validate (generated; do not edit).\n\n'
+        '"""OCPP 2.0.1 payload tables for chargepilot.ocppj.validate (generated; do not edit).\n\n'
         "One module per <Action><Request|Response>, plus _<Definition> modules shared by\n"
-        "several messages. Each defines T, the root node; chargepilot.validate imports a\n"
+        "several messages. Each defines T, the root node; chargepilot.ocppj.validate imports a\n"
         'module on demand and drops it after the check.\n"""\n\n'
         "ACTIONS = (\n" + "".join('    "%s",\n' % a for a in MESSAGES) + ")\n"
     )

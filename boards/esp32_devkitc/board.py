@@ -17,7 +17,7 @@ Per EVSE (see README.md for the wiring and every board.json key):
 
 The decisions (duty maths, classification, debounce, relay timing, the order
 in which the pilot and the relay move, the guard's trip rule) are in
-`chargepilot.pilot`; this file only reads, scales and writes.
+`chargepilot.output.pilot`; this file only reads, scales and writes.
 """
 
 import json
@@ -25,7 +25,8 @@ import time
 
 import machine
 
-from chargepilot import log, pilot
+from chargepilot.base import log
+from chargepilot.output import pilot
 
 _GPIOS = tuple(range(0, 20)) + (21, 22, 23, 25, 26, 27) + tuple(range(32, 40))
 _ADC1 = (32, 33, 34, 35, 36, 37, 38, 39)
@@ -332,7 +333,7 @@ class Board:
     # -- high level -----------------------------------------------------
     def set_output(self, evse_id, limit_tenths, available=True):
         """Apply a current limit: reads the state and the rating, decides the
-        pilot and relay (chargepilot.pilot.Output / RelaySwitch), drives them.
+        pilot and relay (chargepilot.output.pilot.Output / RelaySwitch), drives them.
         Returns (advertised_tenths, state, relay_closed)."""
         e = self._evse(evse_id)
         pilot.check_limit(limit_tenths)
@@ -355,7 +356,7 @@ class Board:
 
     def safe(self):
         """Every pilot steady +12 V (not ready, still lets us see a plug), then
-        every relay open: the sequence of chargepilot.pilot.apply. Never raises."""
+        every relay open: the sequence of chargepilot.output.pilot.apply. Never raises."""
         for e in self._evses:
             try:
                 if e.mode == "pilot":
@@ -381,7 +382,7 @@ class Board:
     def guard(self, _timer=None):
         """The timer callback: for every pilot EVSE whose relay is closed, open
         it at once when two back-to-back CP bursts say the EV left C
-        (chargepilot.pilot.guard_trip). Cheap when every relay is open. Never
+        (chargepilot.output.pilot.guard_trip). Cheap when every relay is open. Never
         raises (an unreadable CP line opens the relay)."""
         for e in self._evses:
             if e.mode != "pilot" or not e.relay_closed:

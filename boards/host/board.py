@@ -31,7 +31,7 @@ ESP32's; there a 1 ms pump task keeps the wait short.
 import random
 import time
 
-from chargepilot import pilot
+from chargepilot.output import pilot
 
 _MAX_EVENTS = 1000
 _PLATEAU = {"A": 12000, "B": 9000, "C": 6000, "D": 3000}
@@ -337,7 +337,7 @@ class Board:
         if self._meter_path:
             import json
 
-            from chargepilot import atomic
+            from chargepilot.store import atomic
 
             text = atomic.read_text(self._meter_path)
             if text:
@@ -377,7 +377,7 @@ class Board:
         if m[3] is not None and m[3][evse_id] != wh:
             import json
 
-            from chargepilot import atomic
+            from chargepilot.store import atomic
 
             d = {}
             for i in range(1, self.evse_count + 1):
@@ -407,7 +407,7 @@ class Board:
 
     def safe(self):
         """Every pilot steady +12 V, then every relay open (the sequence of
-        chargepilot.pilot.apply). Never raises."""
+        chargepilot.output.pilot.apply). Never raises."""
         for e in self._evses:
             try:
                 if e.mode == "pilot":
@@ -430,7 +430,7 @@ class Board:
         return pilot.classify(high, low, pilot.diode_check_applies(e.duty))
 
     def guard(self, _arg=None):
-        """The timer callback: as on the ESP32 (chargepilot.pilot.guard_trip)."""
+        """The timer callback: as on the ESP32 (chargepilot.output.pilot.guard_trip)."""
         self.guard_runs += 1
         at = self._sched_us
         if at is not None:  # how long the scheduled callback waited (a long C call)

@@ -20,7 +20,7 @@ import time
 import simcsms
 from devtest import rmtree, run, tmpdir
 
-from chargepilot import log, rfc3339
+from chargepilot.base import log, rfc3339
 
 T = simcsms.T0 + 86400 * 30
 

@@ -11,8 +11,8 @@ import asyncio
 import json
 import time
 
-from chargepilot import errors, rpc
-from chargepilot.errors import OcppError
+from chargepilot.ocppj import errors, rpc
+from chargepilot.ocppj.errors import OcppError
 
 
 class ConnectionClosed(Exception):
@@ -119,7 +119,7 @@ _RULES = {
 
 
 class FakeValidator:
-    """A small stand-in for chargepilot.validate with the same error codes."""
+    """A small stand-in for chargepilot.ocppj.validate with the same error codes."""
 
     def __init__(self):
         self.checked = []
@@ -152,7 +152,7 @@ class FakeValidator:
 
 
 class FakeLog:
-    """Collects log lines (same call shapes as chargepilot.log)."""
+    """Collects log lines (same call shapes as chargepilot.base.log)."""
 
     def __init__(self):
         self.lines = []

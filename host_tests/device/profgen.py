@@ -260,8 +260,9 @@ class _DM:
 
 def install(case):
     """Install the case on a fresh station; returns (station objects, reference)."""
-    from chargepilot import profiles as profiles_mod
-    from chargepilot import smart, station
+    from chargepilot.smart import profiles as profiles_mod
+    from chargepilot.ocpp import smartcharging as smart
+    from chargepilot.smart import config as station
 
     cfg = station.SmartConfig(evse_count=case["evses"], supply_voltage=case["voltage"],
                               default_amps=case["default_amps"],
@@ -333,10 +334,11 @@ def _fail(case, statuses, what, second, want, got):
 
 def run_case(case, extra_samples=24):
     """Install, compute, compare. Returns (accepted_count, samples_checked)."""
-    from chargepilot import composite, pilot
+    from chargepilot.smart import composite
+    from chargepilot.output import pilot
 
     _collect()
-    from chargepilot.profile import UNIT_NAMES
+    from chargepilot.smart.profile import UNIT_NAMES
 
     cfg, sc, ref, statuses = install(case)
     now = parse_time(case["now"])
@@ -449,8 +451,8 @@ def run_control(case, window=DAY, extra_samples=16):
     promise). Returns the number of (second, EVSE) checks."""
     import board as hostboard
 
-    from chargepilot import clock as clockmod
-    from chargepilot import control
+    from chargepilot.base import clock as clockmod
+    from chargepilot.output import control
 
     cfg, sc, ref, statuses = install(case)
     now = parse_time(case["now"])

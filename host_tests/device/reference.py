@@ -1,6 +1,6 @@
 """Brute-force composite reference, written from the spec digest only.
 
-An independent oracle for `chargepilot.composite` (issue 10, item 4): it reads
+An independent oracle for `chargepilot.smart.composite` (issue 10, item 4): it reads
 the SetChargingProfile JSON the station accepted (not the engine's parsed
 form) and evaluates, second by second, which period of which profile is in
 force, following /work/shared/spec/ocpp201-smart-charging.md:

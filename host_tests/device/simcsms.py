@@ -25,7 +25,9 @@ import json
 import time
 
 import fakews
-from chargepilot import clock, profile, rfc3339, validate
+from chargepilot.base import clock, rfc3339
+from chargepilot.smart import profile
+from chargepilot.ocppj import validate
 
 T0 = rfc3339.parse("2026-03-02T00:00:00Z")  # simulated start: a Monday
 IDENTITY = "SIM1"
@@ -74,7 +76,7 @@ class CsmsCallFailed(Exception):
 
 
 class _Net:
-    """Stands in for the chargepilot.ws module inside chargepilot.agent."""
+    """Stands in for the chargepilot.net.ws module inside chargepilot.station.agent."""
 
     def __init__(self, csms):
         self.connect = csms.connect
@@ -123,8 +125,8 @@ class FakeCsms:
     # ------------------------------------------------------------ wiring
 
     def attach(self):
-        """Point chargepilot.agent's connection at this CSMS; returns the undo."""
-        from chargepilot import agent as agentmod
+        """Point chargepilot.station.agent's connection at this CSMS; returns the undo."""
+        from chargepilot.station import agent as agentmod
 
         old = agentmod.ws
         agentmod.ws = _Net(self)
@@ -372,7 +374,8 @@ def make_station(state_dir, sim=None, clk=None, max_entries=24, fixed=None, boar
     board keeps none)."""
     import board as hostboard
 
-    from chargepilot import app, variables
+    from chargepilot.station import app
+    from chargepilot.ocpp import devicemodel as variables
 
     if clk is None:
         clk = sim.clock() if sim is not None else clock.Clock()

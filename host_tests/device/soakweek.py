@@ -40,7 +40,7 @@ import time
 import simcsms
 from devtest import rmtree, tmpdir
 
-from chargepilot import log
+from chargepilot.base import log
 
 MICROPYTHON = sys.implementation.name == "micropython"
 HEAP_UNIT = "bytes" if MICROPYTHON else "objects"
@@ -95,7 +95,10 @@ class CoreStation:
     def __init__(self, state_dir, sim, csms, max_entries):
         import board as hostboard
 
-        from chargepilot import control, profiles, smart, station, store, transactions
+        from chargepilot.output import control
+        from chargepilot.smart import profiles, config as station
+        from chargepilot.ocpp import smartcharging as smart, transactions
+        from chargepilot.store import profilestore as store
 
         self.csms = csms
         self.clock = clk = sim.clock()
@@ -142,7 +145,7 @@ class CoreStation:
     async def call(self, action, payload):
         r = self.rpc
         if r is None or r.closed or not self._up:
-            from chargepilot import rpc
+            from chargepilot.ocppj import rpc
 
             raise rpc.Disconnected("%s not sent: offline" % action)
         return await r.call(action, payload)
@@ -175,7 +178,7 @@ class CoreStation:
             self._wake.set()
 
     async def _session(self, r):
-        from chargepilot import rpc
+        from chargepilot.ocppj import rpc
 
         if not self._booted:
             resp = await r.call("BootNotification", {
@@ -209,7 +212,7 @@ class CoreStation:
                 pass
 
     async def run(self):
-        from chargepilot import rpc
+        from chargepilot.ocppj import rpc
 
         ctl = asyncio.create_task(self.ctl.run())
         try:

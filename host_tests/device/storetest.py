@@ -4,7 +4,7 @@ import os
 
 from devtest import tmpdir
 
-from chargepilot import store
+from chargepilot.store import profilestore as store
 
 
 def profile(pid, n_periods=3, limit=160, purpose="TxDefaultProfile", stack=0):

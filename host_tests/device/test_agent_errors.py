@@ -11,7 +11,10 @@ import json
 from devtest import tmpdir
 from fakews import pair
 
-from chargepilot import agent, clock, framefix, outbox, variables
+from chargepilot.station import agent
+from chargepilot.base import clock
+from chargepilot.ocppj import framefix, outbox
+from chargepilot.ocpp import devicemodel as variables
 
 NOW = "2026-03-01T12:00:00Z"
 
@@ -131,7 +134,7 @@ def test_boot_invalid_answer_retry_keeps_its_interval():
 
 
 async def _stored_text():
-    from chargepilot import wsframe as F
+    from chargepilot.net import wsframe as F
 
     a = make_agent(True)
     ob = a.outbox

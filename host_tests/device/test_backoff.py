@@ -2,7 +2,7 @@
 
 import random
 
-from chargepilot import backoff
+from chargepilot.net import backoff
 from devtest import raises
 
 

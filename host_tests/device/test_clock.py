@@ -1,6 +1,6 @@
 """clock.Clock: integer wall time on the tick counter, wrap-safe."""
 
-from chargepilot import clock
+from chargepilot.base import clock
 from devtest import raises
 
 _PERIOD = 1 << 30
@@ -151,7 +151,7 @@ def test_rfc3339_bad_string_leaves_clock():
 def test_clock_from_1970_to_2106_and_beyond():
     # Issue 10: the station clock may be anywhere from 1970 to at least 2106.
     # Expected instants are written out by hand, not taken from the clock.
-    from chargepilot import rfc3339
+    from chargepilot.base import rfc3339
 
     t = [0]
     c = clock.Clock(ticks_ms=lambda: t[0], ticks_diff=lambda a, b: a - b, ticks_add=lambda a, b: a + b)

@@ -2,8 +2,9 @@
 
 from devtest import raises
 
-from chargepilot import composite, profile, rfc3339, station
-from chargepilot.profiles import ProfileSet
+from chargepilot.smart import composite, profile, config as station
+from chargepilot.base import rfc3339
+from chargepilot.smart.profiles import ProfileSet
 
 A = station.UNIT_A
 W = station.UNIT_W

@@ -10,9 +10,11 @@ import time
 import board as hostboard
 from devtest import raises, run
 
-from chargepilot import clock as clockmod
-from chargepilot import composite, control, profile, rfc3339, station
-from chargepilot.profiles import ProfileSet
+from chargepilot.base import clock as clockmod
+from chargepilot.smart import composite, profile, config as station
+from chargepilot.output import control
+from chargepilot.base import rfc3339
+from chargepilot.smart.profiles import ProfileSet
 
 T0 = rfc3339.parse("2026-03-02T00:00:00Z")
 A = station.UNIT_A
@@ -74,7 +76,7 @@ class Rig:
                                       on_fault=self._fault, limit_fn=limit_fn,
                                       ticks_ms=self.ticks)
         if tx:
-            from chargepilot import transactions
+            from chargepilot.ocpp import transactions
 
             self.txs = transactions.Transactions(
                 self.cfg, self.profiles, self.clock, self._send, start_point=start_point,
@@ -87,7 +89,7 @@ class Rig:
 
     def _send(self, action, payload):
         if self.check_schema:
-            from chargepilot import validate  # the agent's own tables of the official schemas
+            from chargepilot.ocppj import validate  # the agent's own tables of the official schemas
 
             validate.check(action, "Request", payload)
         self.sent.append((action, payload))

@@ -14,7 +14,8 @@ from devtest import raises, run, tmpdir
 from test_control import Rig, Ticks
 
 import board as hostboard
-from chargepilot import availability, basereport, handlers_core, meter, recfile, reset, variables
+from chargepilot.ocpp import availability, basereport, handlers_core, meter, reset, devicemodel as variables
+from chargepilot.store import recfile
 
 
 # ------------------------------------------------------------ availability (G03/G04)
@@ -161,7 +162,7 @@ class _Agent:
         return "2026-01-01T00:00:00Z"
 
     async def call(self, action, payload):
-        from chargepilot import validate
+        from chargepilot.ocppj import validate
 
         validate.check(action, "Request", payload)
         self.frames.append(payload)

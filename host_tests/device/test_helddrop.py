@@ -10,7 +10,7 @@ import gc
 import simcsms
 from devtest import rmtree, tmpdir
 
-from chargepilot import clock, log
+from chargepilot.base import clock, log
 
 T = 220000000  # seconds since 2020-01-01Z (2026-12-21)
 

@@ -13,7 +13,11 @@ import os
 
 from devtest import rmtree, tmpdir
 
-from chargepilot import agent, clock, handlers_core, log, netprofile, recfile, validate, variables
+from chargepilot.station import agent
+from chargepilot.base import clock, log
+from chargepilot.ocpp import handlers_core, netprofile, devicemodel as variables
+from chargepilot.store import recfile
+from chargepilot.ocppj import validate
 
 PW = "station-password-0001"
 A = "ws://csms-a.test:9000/ocpp"

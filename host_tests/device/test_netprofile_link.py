@@ -18,8 +18,10 @@ from fakews import pair
 from test_netprofile import (A, BS, PRIO, PW, B, Ctx, Logs, conn, getv, make, set_profile,
                              settings, setv)
 
-from chargepilot import agent, netprofile, ws
-from chargepilot.wsframe import WebSocketError
+from chargepilot.station import agent
+from chargepilot.ocpp import netprofile
+from chargepilot.net import ws
+from chargepilot.net.wsframe import WebSocketError
 
 DEAD = "ws://127.0.0.1:9/ocpp"
 NOW = "2026-03-01T12:00:00Z"

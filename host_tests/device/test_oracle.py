@@ -17,7 +17,7 @@ import profgen
 import reference
 from reference import A, W, Reference, format_time, parse_time, value_at
 
-from chargepilot import log
+from chargepilot.base import log
 
 
 def _cases(default):
@@ -159,7 +159,7 @@ def test_oracle_catches_a_wrong_engine():
     """The check can fail: an engine that moves every boundary one second late, or
     that is one tenth too generous in its last period, is caught in every case of
     the seeded stream where that changes the answer (and the real engine agrees)."""
-    from chargepilot import composite
+    from chargepilot.smart import composite
 
     real = composite.compute
 

@@ -1,4 +1,4 @@
-"""The durable outbox (lib/chargepilot/outbox.py): order, bounds, reboots,
+"""The durable outbox (lib/chargepilot/ocppj/outbox.py): order, bounds, reboots,
 damaged files, drain() against every kind of answer, power cuts.
 
 Runs under pytest and on the MicroPython unix port. The power-cut test uses
@@ -13,8 +13,10 @@ import sys
 
 from devtest import raises, rmtree, run, tmpdir
 
-from chargepilot import atomic, log, outbox, rpc
-from chargepilot.errors import OcppError
+from chargepilot.store import atomic
+from chargepilot.base import log
+from chargepilot.ocppj import outbox, rpc
+from chargepilot.ocppj.errors import OcppError
 
 IS_MPY = sys.implementation.name == "micropython"
 
@@ -272,7 +274,7 @@ def test_garbage_overlong_and_out_of_order_records():
     ob.put("TransactionEvent", tx(0))
     log_path = ob.root + "/queue.log"
     good = _read(log_path)
-    from chargepilot import recfile
+    from chargepilot.store import recfile
 
     dup = recfile.frame(b'{"v":1,"id":1,"action":"X","payload":{}}')  # id not after 1
     v2 = recfile.frame(b'{"v":2,"id":7,"action":"X","payload":{}}')
@@ -419,7 +421,7 @@ def test_callerror_payload_error_sets_aside_and_goes_on():
         ob.problems[0][1]
     assert lines.has("ERROR outbox", "m2.json")
     # the set-aside file is the record in the usual framing, and never sent again
-    from chargepilot import recfile
+    from chargepilot.store import recfile
 
     body = recfile.unframe(_read(ob.root + "/m2.json.bad"))
     assert b'"seqNo":1' in body

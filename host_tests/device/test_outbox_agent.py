@@ -14,7 +14,10 @@ import json
 from devtest import tmpdir
 from fakews import AnsweringCsms, pair
 
-from chargepilot import agent, clock, outbox, variables
+from chargepilot.station import agent
+from chargepilot.base import clock
+from chargepilot.ocppj import outbox
+from chargepilot.ocpp import devicemodel as variables
 
 NOW = "2026-03-01T12:00:00Z"
 
@@ -178,7 +181,7 @@ async def overflow():
     assert [p.get("connectorStatus") for _n, _a, p in a.outbox.items()] == [None, None, "Faulted"]
     # without an outbox: offline refuses, online sends at once
     a.outbox = None
-    from chargepilot import rpc
+    from chargepilot.ocppj import rpc
 
     try:
         a.queue_call("TransactionEvent", te(3))
@@ -193,7 +196,8 @@ def test_overflow_is_refused_and_counted_status_keyed():
 
 
 async def transactions_offline():
-    from chargepilot import profiles, station, transactions
+    from chargepilot.smart import profiles, config as station
+    from chargepilot.ocpp import transactions
 
     root = tmpdir("obt") + "/outbox"
     csms = Csms()

@@ -21,7 +21,10 @@ import os
 from devtest import rmtree, run, tmpdir
 from fakews import AnsweringCsms, pair
 
-from chargepilot import agent, clock, handlers_core, outbox, rpc, variables
+from chargepilot.station import agent
+from chargepilot.base import clock
+from chargepilot.ocpp import handlers_core, devicemodel as variables
+from chargepilot.ocppj import outbox, rpc
 
 NOW = "2026-03-01T12:00:00Z"
 

@@ -3,7 +3,7 @@
 import random
 import time
 
-from chargepilot import pilot
+from chargepilot.output import pilot
 from devtest import raises
 
 

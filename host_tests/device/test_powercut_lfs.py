@@ -21,7 +21,7 @@ import sys
 
 from devtest import raises, rmtree, tmpdir
 
-from chargepilot import atomic, store
+from chargepilot.store import atomic, profilestore as store
 
 IS_MPY = sys.implementation.name == "micropython"
 _BS = 4096
@@ -460,7 +460,7 @@ def test_fat_is_refused():
             mounts = d + "/mounts"
             with open(mounts, "w") as f:
                 f.write("/dev/sda1 / ext4 rw 0 0\n/dev/sdc1 %s/usb vfat rw 0 0\n" % d)
-            from chargepilot import fscheck
+            from chargepilot.store import fscheck
 
             real = fscheck.fs_type
             fscheck.fs_type = lambda path, mounts_file=None: real(path, mounts)

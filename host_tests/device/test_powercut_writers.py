@@ -22,7 +22,8 @@ import sys
 
 from devtest import rmtree, tmpdir
 
-from chargepilot import netprofile, txstate, variables
+from chargepilot.ocpp import netprofile, devicemodel as variables
+from chargepilot.store import txstate
 
 IS_MPY = sys.implementation.name == "micropython"
 

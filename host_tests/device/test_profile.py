@@ -5,8 +5,9 @@ import json
 
 from devtest import IS_MICROPYTHON, raises
 
-from chargepilot import profile, rfc3339
-from chargepilot.profile import ProfileError
+from chargepilot.smart import profile
+from chargepilot.base import rfc3339
+from chargepilot.smart.profile import ProfileError
 
 
 def full():

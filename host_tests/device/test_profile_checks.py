@@ -2,9 +2,10 @@
 
 from devtest import raises
 
-from chargepilot import profile, profile_checks, rfc3339, station
-from chargepilot.profile_checks import Rejected
-from chargepilot.profiles import ProfileSet
+from chargepilot.smart import profile, profile_checks, config as station
+from chargepilot.base import rfc3339
+from chargepilot.smart.profile_checks import Rejected
+from chargepilot.smart.profiles import ProfileSet
 
 T0 = rfc3339.parse("2024-05-01T00:00:00Z")
 

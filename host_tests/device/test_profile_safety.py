@@ -11,9 +11,12 @@ import json
 
 from devtest import raises, run, tmpdir
 
-from chargepilot import composite, profile, profile_checks, rfc3339, smart, station, store
-from chargepilot import profiles as profiles_mod
-from chargepilot.profiles import ProfileSet
+from chargepilot.smart import composite, profile, profile_checks, config as station
+from chargepilot.base import rfc3339
+from chargepilot.ocpp import smartcharging as smart
+from chargepilot.store import profilestore as store
+from chargepilot.smart import profiles as profiles_mod
+from chargepilot.smart.profiles import ProfileSet
 
 A = station.UNIT_A
 W = station.UNIT_W

@@ -2,8 +2,8 @@
 
 from devtest import raises
 
-from chargepilot import profile
-from chargepilot.profiles import ProfileSet
+from chargepilot.smart import profile
+from chargepilot.smart.profiles import ProfileSet
 
 
 def P(pid, evse, purpose="TxDefaultProfile", stack=0, source="CSO", tx=None):

@@ -13,8 +13,9 @@ from devtest import run
 
 from test_control import Rig, Ticks
 
-from chargepilot import clock as clockmod
-from chargepilot import rfc3339, trigger
+from chargepilot.base import clock as clockmod
+from chargepilot.base import rfc3339
+from chargepilot.ocpp import trigger
 
 _EPOCH0 = "2020-01-01T00:00:00Z"
 
@@ -24,7 +25,7 @@ class _Obj:
 
 
 def _trigger_rig(clock):
-    from chargepilot import meter, variables
+    from chargepilot.ocpp import meter, devicemodel as variables
 
     st = _Obj()
     st.cfg = _Obj()
@@ -107,7 +108,8 @@ def test_clock_past_9999_transaction_still_starts_and_nothing_raises():
 def test_change_availability_flood_writes_flash_only_on_a_change():
     from devtest import tmpdir
 
-    from chargepilot import availability, recfile
+    from chargepilot.ocpp import availability
+    from chargepilot.store import recfile
 
     d = tmpdir("review-av")
     writes = []
@@ -198,7 +200,7 @@ def test_base_report_follow_up_refused_does_not_wedge_later_reports():
     # handler: every later GetBaseReport was Rejected InProgress until a reboot.
     from test_coreops_units import _Agent, _dm
 
-    from chargepilot import basereport
+    from chargepilot.ocpp import basereport
 
     a = _Agent(_dm())
     rep = basereport.Reporter(a)
@@ -216,7 +218,7 @@ def test_base_report_while_a_report_runs_is_in_progress_and_clock_unknown_is_rej
 
     from test_coreops_units import _Agent, _dm
 
-    from chargepilot import basereport
+    from chargepilot.ocpp import basereport
 
     a = _Agent(_dm())
     gate = []
@@ -262,7 +264,7 @@ def test_session_ended_while_the_clock_is_unknown_survives_a_power_cut():
     # known lost the whole session: the next boot had nothing to end.
     from devtest import tmpdir
 
-    from chargepilot import txstate
+    from chargepilot.store import txstate
 
     d = tmpdir("review-tx")
     r = Rig(tx=True, clock_set=False, state_path=d + "/tx.json")

@@ -2,7 +2,7 @@
 
 from devtest import raises
 
-from chargepilot import rfc3339
+from chargepilot.base import rfc3339
 
 
 def test_epoch_is_2020():

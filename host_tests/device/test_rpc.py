@@ -4,8 +4,8 @@ import asyncio
 import json
 
 # rpc before fakews: on MicroPython it then compiles with the most free heap
-from chargepilot import errors, rpc
-from chargepilot.errors import OcppError
+from chargepilot.ocppj import errors, rpc
+from chargepilot.ocppj.errors import OcppError
 from fakews import FakeValidator, Setup, check_error, fails, heartbeat, pair, sync  # noqa: I001
 
 E = errors

@@ -12,8 +12,9 @@ import gc
 import json
 
 # the biggest modules first: on MicroPython they then compile with the most free heap
-from chargepilot import variables  # noqa: I001
-from chargepilot import handlers_core, rpc
+from chargepilot.ocpp import devicemodel as variables  # noqa: I001
+from chargepilot.ocpp import handlers_core
+from chargepilot.ocppj import rpc
 from devtest import IS_MICROPYTHON, rmtree, tmpdir
 from fakews import heartbeat, pair
 import fuzzgen
@@ -47,7 +48,9 @@ class _Agent:
 def _smart(root, dm):
     """The Smart Charging handlers over a ProfileStore in `root` (None if the heap is too small)."""
     try:
-        from chargepilot import profiles, smart, station, store
+        from chargepilot.smart import profiles, config as station
+        from chargepilot.ocpp import smartcharging as smart
+        from chargepilot.store import profilestore as store
 
         cfg = station.SmartConfig(evse_count=2, max_entries=4, max_stack_level=4, max_periods=24)
 

@@ -8,9 +8,9 @@ surrogates D83D DE00 are ED A0 BD ED B8 80 when each is encoded on its own).
 import asyncio
 import json
 
-from chargepilot import errors, framefix, rpc
-from chargepilot import wsframe as F
-from chargepilot.errors import OcppError
+from chargepilot.ocppj import errors, framefix, rpc
+from chargepilot.net import wsframe as F
+from chargepilot.ocppj.errors import OcppError
 from fakews import Setup, check_error, fails, sync  # noqa: I001
 
 E = errors

@@ -8,8 +8,11 @@ import json
 
 from devtest import run, tmpdir
 
-from chargepilot import profiles as profiles_mod
-from chargepilot import rfc3339, smart, station, store
+from chargepilot.smart import profiles as profiles_mod
+from chargepilot.base import rfc3339
+from chargepilot.ocpp import smartcharging as smart
+from chargepilot.smart import config as station
+from chargepilot.store import profilestore as store
 
 NOW = rfc3339.parse("2025-06-01T12:00:00Z")
 
@@ -372,7 +375,7 @@ def test_report_payloads_are_json_serialisable():
 def test_external_limit_notifications_go_through_the_durable_queue():
     # issue 11 item 4 (K11.FR.02): every Notify/Cleared generated offline is
     # queued, none merged away, in the order they happened
-    from chargepilot import outbox
+    from chargepilot.ocppj import outbox
 
     sc = make()
     queued = []
@@ -429,7 +432,7 @@ def test_full_outbox_never_delivers_a_cleared_without_its_notify():
     # The overflow policy (docs/store-format.md §8): the last slots are kept for
     # ClearedChargingLimit; a Notify refused for lack of room makes its Cleared
     # refused too.
-    from chargepilot import outbox
+    from chargepilot.ocppj import outbox
 
     ob = outbox.Outbox(tmpdir("smart") + "-outbox", 6, check_fs=False)
     ob.load()
@@ -518,7 +521,7 @@ def test_external_limit_schedule_never_carries_an_invented_instant():
 def test_held_for_the_clock_and_bounded_still_no_cleared_alone():
     # The notifications held while the clock is unset are bounded (16, the
     # oldest goes): a Notify that goes makes its Cleared go too.
-    from chargepilot import outbox
+    from chargepilot.ocppj import outbox
 
     ob = outbox.Outbox(tmpdir("smart") + "-obc", 64, check_fs=False)
     ob.load()

@@ -8,7 +8,7 @@ import os
 from devtest import raises, rmtree, tmpdir
 from storetest import by_id, fresh, profile, read, rec
 
-from chargepilot import store
+from chargepilot.store import profilestore as store
 
 
 def test_roundtrip_negative_ids_and_names():

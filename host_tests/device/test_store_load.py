@@ -7,7 +7,7 @@ import os
 from devtest import raises, rmtree
 from storetest import by_id, fresh, profile, read, rec, write
 
-from chargepilot import atomic, store
+from chargepilot.store import atomic, profilestore as store
 
 
 def _damage_cases(good):

@@ -4,7 +4,7 @@
 from devtest import raises, rmtree, tmpdir
 from storetest import read, write
 
-from chargepilot import atomic, fscheck, store
+from chargepilot.store import atomic, fscheck, profilestore as store
 
 
 def test_crc32_fallback_matches():

@@ -11,8 +11,10 @@ import time
 from devtest import raises
 from test_control import T0, Rig, prof
 
-from chargepilot import rfc3339, station, transactions
-from chargepilot.profile import ProfileError
+from chargepilot.base import rfc3339
+from chargepilot.smart import config as station
+from chargepilot.ocpp import transactions
+from chargepilot.smart.profile import ProfileError
 
 A = station.UNIT_A
 
@@ -341,7 +343,7 @@ class _Expected:
         from reference import A as REF_A
         from reference import Reference
 
-        from chargepilot import profile
+        from chargepilot.smart import profile
 
         key = (tuple((id(p), p.id) for p in r.profiles),
                tuple(sorted(r.cfg.transactions.items())))
@@ -515,7 +517,7 @@ def _stored(path):
     """The entries of a transactions file as dicts ({} when absent)."""
     import json
 
-    from chargepilot import recfile
+    from chargepilot.store import recfile
 
     body, reason = recfile.read_framed(path, 4096)
     if body is None:
@@ -733,7 +735,7 @@ def test_damaged_transactions_file_is_set_aside_and_reported():
         assert list(_stored(path)) == [r.txs.transaction_id(1)]
 
         # a valid file with one bad entry: the good ones still end, the file is set aside
-        from chargepilot import recfile
+        from chargepilot.store import recfile
 
         body = recfile.dumps({"v": 1, "tx": {"good": [1, 3, None, None, None, "later"],
                                              "bad": [True, 1, None, None, None],

@@ -1,4 +1,4 @@
-"""chargepilot.validate on both runtimes: error codes, JSON paths, the big valid profile."""
+"""chargepilot.ocppj.validate on both runtimes: error codes, JSON paths, the big valid profile."""
 
 import gc
 import json
@@ -6,8 +6,8 @@ import sys
 
 from devtest import IS_MICROPYTHON, raises
 
-from chargepilot import errors, validate
-from chargepilot.errors import OcppError
+from chargepilot.ocppj import errors, validate
+from chargepilot.ocppj.errors import OcppError
 
 ACTIONS = (
     "BootNotification",
@@ -222,9 +222,9 @@ def test_tables_are_dropped_after_each_check():
     validate.check("SetChargingProfile", "Request", big_profile())
     raises(OcppError, validate.check, "SetChargingProfile", "Request", scp(
         lambda p, prof, s: s.pop("chargingRateUnit")))
-    left = [n for n in sys.modules if n.startswith("chargepilot.schemas.")]
+    left = [n for n in sys.modules if n.startswith("chargepilot.ocppj.schemas.")]
     assert left == [], left
-    import chargepilot.schemas as pkg
+    import chargepilot.ocppj.schemas as pkg
 
     assert not hasattr(pkg, "SetChargingProfileRequest")
     assert not hasattr(pkg, "_ChargingProfile")

@@ -3,8 +3,10 @@
 import json
 import os
 
-from chargepilot import variables  # noqa: I001  (largest first: less fragmentation at 100K)
-from chargepilot import errors, handlers_core, recfile
+from chargepilot.ocpp import devicemodel as variables  # noqa: I001  (largest first: less fragmentation at 100K)
+from chargepilot.ocppj import errors
+from chargepilot.ocpp import handlers_core
+from chargepilot.store import recfile
 from devtest import raises, rmtree, tmpdir
 
 

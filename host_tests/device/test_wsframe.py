@@ -4,8 +4,9 @@ import asyncio
 import json
 import sys
 
-from chargepilot import framefix, ws, wshs
-from chargepilot import wsframe as F
+from chargepilot.ocppj import framefix
+from chargepilot.net import ws, wshs
+from chargepilot.net import wsframe as F
 
 
 def sync(fn):  # as in fakews (not imported: it pulls in rpc and the heap is 100 KB)

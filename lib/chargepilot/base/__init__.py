@@ -1,0 +1,1 @@
+# Foundation: logging, RFC 3339 time, the wall clock. Imports nothing of chargepilot.
