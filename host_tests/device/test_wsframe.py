@@ -528,7 +528,7 @@ async def test_a_text_with_no_block_of_its_size_is_sent_in_pieces():
 
 @sync
 async def test_json_in_pieces_is_the_same_frame():
-    from chargepilot import pieces
+    from chargepilot.net import pieces
 
     obj = [3, "m\u00e9", {"a": "\u20ac" * 90 + "b" * 300, "n": [1, 2.5, None, True]}]
     chunks, n = pieces.json_pieces(obj)
@@ -543,7 +543,7 @@ async def test_json_in_pieces_is_the_same_frame():
 
 
 def test_text_pieces_cut_at_characters_and_refuse_what_needs_repair():
-    from chargepilot import pieces
+    from chargepilot.net import pieces
 
     text = "a" * 255 + "\u20ac" + "\U0001F600" * 70 + "z"
     chunks, n = pieces.text_pieces(text)

@@ -353,38 +353,18 @@ class WebSocket:
             # the str itself: F.encode_parts makes the one UTF-8 copy, masked in place
             await self._send_frame(F.OP_TEXT, text)
         except MemoryError:
-            from chargepilot import pieces
+            from chargepilot.net import pieces
 
             chunks, n = pieces.text_pieces(text)
             text = None
             await self.send_pieces(chunks, n)
 
     async def send_pieces(self, chunks, n):
-        """Send one text message of `n` bytes given as chunks of UTF-8 (each
-        whole characters; pieces.py), masked and written one at a time."""
-        if self.closed or self._close_sent:
-            raise ConnectionClosed(self.close_code or _ABNORMAL, self.close_reason or "closing")
-        key = os.urandom(4)
-        async with self._wlock:
-            try:
-                self._w.write(F.header(F.OP_TEXT, n) + key)
-                off = 0
-                for chunk in chunks:
-                    buf = bytearray(chunk)
-                    r = off & 3  # the key continues where the last piece stopped
-                    F.mask(buf, key[r:] + key[:r], 0)
-                    off += len(buf)
-                    self._w.write(buf)
-                    buf = None
-                    await asyncio.wait_for_ms(self._w.drain(), self.read_timeout_ms)
-                if off != n:  # the frame's length was wrong: the stream is broken
-                    raise ValueError("%d bytes sent of a %d-byte frame" % (off, n))
-                await asyncio.wait_for_ms(self._w.drain(), self.read_timeout_ms)
-            except Exception as e:
-                self.close_code = _ABNORMAL
-                self.close_reason = "send failed: %s %s" % (type(e).__name__, e)
-                await self._shutdown()
-                raise ConnectionClosed(_ABNORMAL, self.close_reason)
+        """Send one text message of `n` bytes given as chunks of whole UTF-8
+        characters (pieces.py, imported only then)."""
+        from chargepilot.net import pieces
+
+        await pieces.send(self, chunks, n)
 
     async def ping(self, data=b"", timeout_ms=None):
         """Send a ping; a pong shows in last_pong_ms / last_rx_ms.

@@ -129,7 +129,7 @@ def _utf8_buffer(text):
         return bytearray(utf8_out(text))
     if len(data) == len(text):
         return data
-    from chargepilot import framefix
+    from chargepilot.ocppj import framefix
 
     if framefix.utf8_valid(data):
         return data

@@ -294,7 +294,8 @@ async def _upgrade(state, host, port, ssl_context, request, key, subprotocols):
     total = 0
     buf = b""
     while True:
-        chunk = await reader.read(512)
+        # 256: an unfinished line is at most _MAX_LINE + 256 bytes (one heap block)
+        chunk = await reader.read(256)
         if not chunk:
             raise WebSocketError("server closed the connection during the handshake")
         buf += chunk

@@ -472,13 +472,10 @@ class Rpc:
         await self._send([CALLERROR, mid, code, description[:_MAX_DESC], {}])
 
     async def _send_pieces(self, frame):
-        """`frame` sent through pieces.json_pieces: no heap block of its size."""
-        from chargepilot import pieces
+        """`frame` sent in pieces: there was no heap block for its text."""
+        from chargepilot.net import pieces
 
-        chunks, n = pieces.json_pieces(frame)
-        self.log.info(_TAG, "%d-byte %s sent in pieces (no heap block of its size)"
-                      % (n, "CALL" if frame[0] == CALL else "answer"))
-        await self.ws.send_pieces(chunks, n)
+        await pieces.send_json(self.ws, frame, self.log, _TAG)
 
     async def _send(self, frame):
         try:

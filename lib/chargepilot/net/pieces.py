@@ -19,12 +19,15 @@ older version, repaired on the fast way) raises MemoryError here: it can be
 repaired once there is memory for it, so it must not be refused as not Unicode.
 """
 
+import asyncio
 import io
 import json
+import os
 
 from micropython import const
 
-from chargepilot import framefix
+from chargepilot.net import wsframe as F
+from chargepilot.ocppj import framefix
 
 _PIECE = const(256)
 
@@ -123,3 +126,39 @@ def _encoded(text):
             raise MemoryError("text needs repair (surrogates); no memory to repair it")
         i += _PIECE
         yield piece
+
+
+async def send(ws, chunks, n):
+    """ws.WebSocket.send_pieces: the frame's header, then each chunk masked and
+    written on its own (the key continues where the last chunk stopped)."""
+    if ws.closed or ws._close_sent:
+        raise F.ConnectionClosed(ws.close_code or 1006, ws.close_reason or "closing")
+    key = os.urandom(4)
+    async with ws._wlock:
+        try:
+            ws._w.write(F.header(F.OP_TEXT, n) + key)
+            off = 0
+            for chunk in chunks:
+                buf = bytearray(chunk)
+                r = off & 3
+                F.mask(buf, key[r:] + key[:r], 0)
+                off += len(buf)
+                ws._w.write(buf)
+                buf = None
+                await asyncio.wait_for_ms(ws._w.drain(), ws.read_timeout_ms)
+            if off != n:  # the frame's length was wrong: the stream is broken
+                raise ValueError("%d bytes sent of a %d-byte frame" % (off, n))
+            await asyncio.wait_for_ms(ws._w.drain(), ws.read_timeout_ms)
+        except Exception as e:
+            ws.close_code = 1006
+            ws.close_reason = "send failed: %s %s" % (type(e).__name__, e)
+            await ws._shutdown()
+            raise F.ConnectionClosed(1006, ws.close_reason)
+
+
+async def send_json(ws, frame, log, tag):
+    """rpc: `frame` (a list) sent as JSON through json_pieces."""
+    chunks, n = json_pieces(frame)
+    log.info(tag, "%d-byte %s sent in pieces (no heap block of its size)"
+             % (n, "CALL" if frame[0] == 2 else "answer"))
+    await ws.send_pieces(chunks, n)
