@@ -59,3 +59,23 @@ def test_deploy_finds_the_venvs_mpremote_without_activation():
 
     exe = venvcheck.venv_bin("mpremote")
     assert os.path.isabs(exe) and os.access(exe, os.X_OK), exe
+
+
+def test_build_removes_mpy_files_no_source_gives_any_more(tmp_path):
+    """A module moved to a sub-package left its old .mpy in the output tree, and
+    the ROMFS image carried both copies (twice the size, the agent out of heap)."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import build
+
+    out = tmp_path / "mpy"
+    stale = out / "lib" / "chargepilot" / "moved_away.mpy"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"M\x06")
+    gone_dir = out / "lib" / "chargepilot" / "oldpkg"
+    gone_dir.mkdir()
+    (gone_dir / "x.mpy").write_bytes(b"M\x06")
+    count, errors = build.compile_all(str(out))
+    assert count > 40 and not errors, errors
+    assert not stale.exists() and not gone_dir.exists()
+    made = sorted(str(p.relative_to(out)) for p in out.rglob("*.mpy"))
+    assert len(made) == count  # one .mpy per device file, nothing else

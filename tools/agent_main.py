@@ -276,6 +276,8 @@ def _event_log(st, path):
     def on_frame(direction, text):
         if prev_frame is not None:
             prev_frame(direction, text)
+        if text is None:  # sent in pieces (rpc.py): there was no memory for its text
+            return
         if "Password" in text:  # GetVariables/SetVariables of BasicAuthPassword: never logged
             text = _redacted(text)
         if log.level <= log.DEBUG:

@@ -282,8 +282,61 @@ def _report_used(log, minus, how, prefix="heap_agent.", bits="64-bit"):
                   "bytes used after gc.collect() %s (%s; %s)" % (when, how, bits))
 
 
+_CODE_PROBE = """
+import gc, sys
+sys.path.insert(0, ".frozen")
+gc.collect()
+base = gc.mem_alloc()
+for name in MODULES:
+    __import__(name)
+gc.collect()
+print("CODE %d %d" % (gc.mem_alloc() - base, len(MODULES)))
+"""
+
+
+def lib_modules():
+    """Every module of lib/chargepilot, packages included (schema tables aside:
+    validate imports one at a time and drops it)."""
+    lib = os.path.join(ROOT, "lib")
+    out = []
+    for base, dirs, files in os.walk(os.path.join(lib, "chargepilot")):
+        dirs[:] = sorted(d for d in dirs if d not in ("schemas", "__pycache__"))
+        for f in sorted(files):
+            if f.endswith(".py"):
+                rel = os.path.relpath(os.path.join(base, f), lib)[:-3].replace(os.sep, ".")
+                out.append(rel[: -len(".__init__")] if rel.endswith(".__init__") else rel)
+    return out
+
+
+def code_objects(binary):
+    """Heap bytes that importing the agent's frozen code costs on the twin: the
+    module, function and class objects and module-level data MicroPython makes
+    in RAM at import even when the bytecode stays in flash (every chargepilot
+    module, asyncio with the parts the agent loads, the host board, the host
+    entry point). An upper bound of what the scenario has loaded."""
+    import subprocess
+
+    mods = ["asyncio", "asyncio.event", "asyncio.funcs", "asyncio.stream"] + lib_modules() + \
+        ["board", "hostguard", "agent_main"]
+    with tempfile.TemporaryDirectory() as tmp:
+        script = os.path.join(tmp, "code.py")
+        with open(script, "w") as f:
+            f.write("MODULES = %r\n" % (mods,) + _CODE_PROBE)
+        r = subprocess.run([binary, "-X", "heapsize=512K", script], cwd=os.path.join(ROOT, "tools"),
+                           capture_output=True, text=True, timeout=60, env=twin.env())
+    for line in r.stdout.splitlines():
+        if line.startswith("CODE "):
+            return int(line.split()[1]), int(line.split()[2])
+    raise SystemExit("bench heap-agent: code probe failed:\n" + r.stdout + r.stderr)
+
+
 def bench_twin(csms, work, repeats, counter):
-    twin.build(log=lambda msg: sys.stderr.write(msg + "\n"))
+    binary = twin.build(log=lambda msg: sys.stderr.write(msg + "\n"))
+    size, count = code_objects(binary)
+    _emit("heap_agent.twin.code_objects", size,
+          "bytes of heap the frozen code's objects take after import on the twin (%d modules: "
+          "module, function and class objects, module-level data; bytecode stays in flash)"
+          % count)
     kb, lo, log = smallest(csms, work, "twin", repeats, counter, TWIN_HI)
     _emit("heap_agent.twin.min_heapsize", kb,
           "KB heapsize on the board twin (32-bit, agent frozen as in firmware; boot, 20 x "

@@ -102,15 +102,37 @@ def romfs_image(build_dir, tops, path):
 
 
 def compile_all(out_dir, march=None):
-    """Compile everything; return (count, [error strings])."""
+    """Compile everything; return (count, [error strings]). A .mpy in out_dir
+    that no source gives any more (a module moved or removed) is deleted: a
+    stale one would be imported, deployed and put in ROMFS images."""
     errors = []
     count = 0
+    made = set()
     for src, dest in device_files():
-        err = compile_file(src, os.path.join(out_dir, dest), march)
+        target = os.path.join(out_dir, dest)
+        made.add(os.path.normpath(target))
+        err = compile_file(src, target, march)
         count += 1
         if err:
             errors.append(err)
+    remove_stale(out_dir, made)
     return count, errors
+
+
+def remove_stale(out_dir, made):
+    for base, dirs, files in os.walk(out_dir, topdown=False):
+        for f in files:
+            path = os.path.normpath(os.path.join(base, f))
+            if f.endswith(".mpy") and path not in made:
+                try:
+                    os.remove(path)
+                except OSError:  # another agent started at the same time took it
+                    pass
+        try:
+            if base != out_dir and not os.listdir(base):
+                os.rmdir(base)
+        except OSError:
+            pass
 
 
 def main(argv=None):

@@ -55,6 +55,14 @@ class FakeWs:
         self.peer._deliver(text)
         await asyncio.sleep_ms(0)
 
+    async def send_pieces(self, chunks, n):
+        """ws.WebSocket.send_pieces: the pieces arrive as one message of n bytes."""
+        data = b"".join(bytes(c) for c in chunks)
+        if len(data) != n:
+            raise AssertionError("send_pieces: %d bytes, %d announced" % (len(data), n))
+        self.pieced = getattr(self, "pieced", 0) + 1
+        await self.send(data.decode())
+
     async def _wait(self):
         await self._ev.wait()
 

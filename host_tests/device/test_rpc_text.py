@@ -272,3 +272,76 @@ def test_period_scan_counts_the_largest_schedule_in_any_chunking():
             for i in range(0, len(b), step):
                 sc.feed(b[i : i + step])
             assert sc.most == max(counts), (counts, step, sc.most)
+
+
+# ------------------------------------------------- no heap block for a frame's text
+
+
+class NoBigText:
+    """json as rpc sees it, with dumps out of memory for a frame over 300 bytes
+    (a fragmented heap: small blocks free, no big one); json.dump still works."""
+
+    def __init__(self, pieces_too=False):
+        self.pieces_too = pieces_too
+        self.refused = 0
+
+    def dumps(self, obj):
+        text = json.dumps(obj)
+        if len(text) > 300:
+            self.refused += 1
+            raise MemoryError("no block of %d bytes" % len(text))
+        return text
+
+    def loads(self, text):
+        return json.loads(text)
+
+
+class Big:
+    async def __call__(self, payload):
+        return {"s": "\u20ac" * 50 + "y" * 400, "keys": ["s"]}
+
+
+@sync
+async def test_an_answer_with_no_block_for_its_text_goes_in_pieces():
+    s, echo = setup()
+    s.rpc.handlers["Big"] = Big()
+    fake = NoBigText()
+    s.rpc_json = rpc.json
+    rpc.json = fake
+    try:
+        ans = await s.ask('[2,"b1","Big",{}]')
+        assert ans == [3, "b1", {"s": "\u20ac" * 50 + "y" * 400, "keys": ["s"]}], ans
+        assert fake.refused == 1 and s.station.pieced == 1
+        assert ("out", None) in s.frames  # the timeline hook is told: no text
+        # our own CALL too: the CSMS gets all of it
+        task = asyncio.create_task(s.rpc.call("Echo", {"s": "z" * 500}))
+        call = await s.answer_ours(lambda c: json.dumps([3, c[1], {}]))
+        assert call[2:] == ["Echo", {"s": "z" * 500}] and s.station.pieced == 2
+        assert await task == {}
+        # small frames take the fast way as before
+        assert await s.ask('[2,"e1","Echo",{"s":"x"}]') == [3, "e1", {"s": "x", "keys": ["s"]}]
+        assert s.station.pieced == 2
+    finally:
+        rpc.json = s.rpc_json
+    await s.end()
+
+
+@sync
+async def test_an_answer_that_fits_nowhere_is_an_internal_error_not_silence():
+    s, echo = setup()
+    s.rpc.handlers["Big"] = Big()
+    fake = NoBigText()
+    real = s.station.send_pieces
+
+    async def no_memory(chunks, n):
+        raise MemoryError("not even pieces")
+
+    s.station.send_pieces = no_memory
+    rpc.json, old = fake, rpc.json
+    try:
+        check_error(await s.ask('[2,"b2","Big",{}]'), "b2", E.INTERNAL_ERROR)
+    finally:
+        rpc.json = old
+        s.station.send_pieces = real
+    assert not s.rpc.closed
+    await s.end()

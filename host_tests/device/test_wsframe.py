@@ -1,6 +1,8 @@
 """RFC 6455 frames, URL and upgrade checks, and ws.WebSocket over a fake byte stream (both runtimes)."""
 
 import asyncio
+import json
+import sys
 
 from chargepilot.net import utf8, wsrare
 from chargepilot.net import ws, wshs
@@ -96,6 +98,22 @@ def test_encode_lengths_and_mask():
     frame = F.encode(F.OP_CONT, b"ab", key, False)
     assert frame[0] == 0x00
     _raises(None, F.encode, F.OP_PING, b"p" * 126, key)
+
+
+def test_encode_parts_is_header_then_payload_masked_in_place():
+    """A big message is sent as two writes: the header (+ key), then one buffer
+    that is the UTF-8 text masked in place (ws.py: no joined copy). Checked
+    against RFC 6455's unmasking, written here (j-th byte XOR key[j % 4])."""
+    key = b"\x37\xfa\x21\x3d"
+    text = '[2,"1","Heartbeat",{"note":"\u00e9t\u00e9 \u20ac"}]' + "x" * 700
+    head, body = F.encode_parts(F.OP_TEXT, text, key)
+    want = text.encode()
+    assert type(body) is bytearray and len(body) == len(want)
+    assert bytes(head) == F.header(F.OP_TEXT, len(want)) + key
+    assert bytes(body[j] ^ key[j % 4] for j in range(len(body))) == want
+    # joined, the two parts are exactly the one-buffer frame
+    assert bytes(head) + bytes(body) == bytes(F.encode(F.OP_TEXT, text, key))
+    _raises(None, F.encode_parts, F.OP_CLOSE, b"c" * 126, key)
 
 
 def test_parse_head_rejects_protocol_violations():
@@ -462,3 +480,84 @@ async def test_out_of_memory_for_a_frame_skips_it_and_keeps_the_connection():
     e = await fails(wsrare.MessageTooBig, w.recv())
     assert e.memory and e.size == len(body) and bytes(e.head) == body[:128] and e.scan is None
     assert await w.recv() == "next" and not w.closed and s.sent() == []
+
+
+# ---------------------------------------------------------------- no block of a message's size
+
+
+def _unmasked(frame):
+    """RFC 6455 5.3 written out: (opcode, payload) of one client frame, byte j of
+    the payload XOR key[j % 4]."""
+    n = frame[1] & 0x7F
+    i = 2
+    if n == 126:
+        n = (frame[2] << 8) | frame[3]
+        i = 4
+    key = frame[i : i + 4]
+    body = frame[i + 4 : i + 4 + n]
+    assert len(body) == n and len(frame) == i + 4 + n, (len(body), n, len(frame))
+    return frame[0] & 0x0F, bytes(body[j] ^ key[j % 4] for j in range(n))
+
+
+_TEXT = ('[2,"p1","Big",{"s":"' + "\u00e9\u20ac" * 100 + "x" * 700 + '"}]')
+
+
+@sync
+async def test_a_text_with_no_block_of_its_size_is_sent_in_pieces():
+    """MemoryError from the one-buffer way (as a fragmented board heap gives):
+    the same message goes out as one frame, built from pieces of <= 256 bytes."""
+    s, w = _sock(max_message=4000)
+    real = F.encode_parts
+
+    def no_block(op, payload, key, fin=True):
+        if len(payload) > 300:
+            raise MemoryError("no block of %d bytes" % len(payload))
+        return real(op, payload, key, fin)
+
+    F.encode_parts = no_block
+    try:
+        await w.send(_TEXT)
+        await w.send("small")
+    finally:
+        F.encode_parts = real
+    out = bytes(s.out)
+    first = len(out) - len(F.encode(F.OP_TEXT, "small", b"abcd"))
+    assert _unmasked(out[:first]) == (F.OP_TEXT, _TEXT.encode())
+    assert _unmasked(out[first:]) == (F.OP_TEXT, b"small")
+
+
+@sync
+async def test_json_in_pieces_is_the_same_frame():
+    from chargepilot.net import pieces
+
+    obj = [3, "m\u00e9", {"a": "\u20ac" * 90 + "b" * 300, "n": [1, 2.5, None, True]}]
+    chunks, n = pieces.json_pieces(obj)
+    want = json.dumps(obj).encode()  # the runtime's own serialiser
+    assert n == len(want) and b"".join(chunks) == want
+    assert max(len(c) for c in chunks) <= 256
+    for c in chunks:  # each piece is whole characters
+        assert utf8.utf8_valid(c), c
+    s, w = _sock(max_message=4000)
+    await w.send_pieces(chunks, n)
+    assert _unmasked(bytes(s.out)) == (F.OP_TEXT, want)
+
+
+def test_text_pieces_cut_at_characters_and_refuse_what_needs_repair():
+    from chargepilot.net import pieces
+
+    text = "a" * 255 + "\u20ac" + "\U0001F600" * 70 + "z"
+    chunks, n = pieces.text_pieces(text)
+    got = [bytes(c) for c in chunks]
+    assert n == len(text.encode()) and b"".join(got) == text.encode()
+    assert all(utf8.utf8_valid(c) for c in got)
+    assert len(got) == 2  # 327 characters, 256 per piece
+    # a CESU-8 pair (what an older version stored) is repaired only on the fast way
+    if sys.implementation.name == "micropython":
+        bad = "x" + b"\xed\xa0\xbd\xed\xb8\x80".decode()  # MicroPython's decoder lets it in
+    else:
+        bad = "x\ud83d\ude00"
+    try:
+        pieces.text_pieces(bad)
+        raise AssertionError("no MemoryError")
+    except MemoryError as e:
+        assert "repair" in str(e)

@@ -25,6 +25,9 @@ from chargepilot.net.wsframe import ConnectionClosed, FrameError, WebSocketError
 _TAG = "ws"
 _READINTO_MIN = const(512)  # payloads this big are read into one buffer
 _ABNORMAL = const(1006)
+# A frame this small is sent joined to its header, in one write; a bigger one as
+# header, then the masked payload (one heap block of its size, not two).
+_JOIN_MAX = const(512)
 
 
 class WebSocketTimeout(WebSocketError):
@@ -325,10 +328,15 @@ class WebSocket:
     async def _send_frame(self, op, payload, closing=False):
         if self.closed or (self._close_sent and not closing):
             raise ConnectionClosed(self.close_code or _ABNORMAL, self.close_reason or "closing")
-        frame = F.encode(op, payload, os.urandom(4))
+        head, body = F.encode_parts(op, payload, os.urandom(4))
+        if len(body) <= _JOIN_MAX:  # one write, one TCP segment (Nagle would hold a 2nd)
+            head = head + body
+            body = None
         async with self._wlock:
             try:
-                self._w.write(frame)
+                self._w.write(head)
+                if body is not None:
+                    self._w.write(body)
                 await asyncio.wait_for_ms(self._w.drain(), self.read_timeout_ms)
             except Exception as e:
                 self.close_code = _ABNORMAL
@@ -337,12 +345,26 @@ class WebSocket:
                 raise ConnectionClosed(_ABNORMAL, self.close_reason)
 
     async def send(self, text):
-        """Send one text message."""
+        """Send one text message. With no heap block of its size free, it goes
+        in pieces (pieces.py), which only needs small ones."""
         if type(text) is not str:
             raise TypeError("send() takes a str")
-        # the str itself: F.encode makes the UTF-8 copy, which then dies with its
-        # call instead of staying in this coroutine's frame while the frame drains
-        await self._send_frame(F.OP_TEXT, text)
+        try:
+            # the str itself: F.encode_parts makes the one UTF-8 copy, masked in place
+            await self._send_frame(F.OP_TEXT, text)
+        except MemoryError:
+            from chargepilot.net import pieces
+
+            chunks, n = pieces.text_pieces(text)
+            text = None
+            await self.send_pieces(chunks, n)
+
+    async def send_pieces(self, chunks, n):
+        """Send one text message of `n` bytes given as chunks of whole UTF-8
+        characters (pieces.py, imported only then)."""
+        from chargepilot.net import pieces
+
+        await pieces.send(self, chunks, n)
 
     async def ping(self, data=b"", timeout_ms=None):
         """Send a ping; a pong shows in last_pong_ms / last_rx_ms.

@@ -93,22 +93,48 @@ def header(opcode, n, fin=True, masked=True):
 
 
 def encode(opcode, payload, key, fin=True):
-    """One client frame (always masked with the 4-byte `key`) as a bytearray.
+    """One client frame (always masked with the 4-byte `key`) as one bytearray.
     `payload`: bytes, or a str (sent as UTF-8; ValueError when it is not Unicode
     text, see utf8_out)."""
+    head, body = encode_parts(opcode, payload, key, fin)
+    out = bytearray(len(head) + len(body))
+    out[: len(head)] = head
+    out[len(head) :] = body
+    return out
+
+
+def encode_parts(opcode, payload, key, fin=True):
+    """The frame as (header + mask key, masked payload), written one after the
+    other: the payload is one mutable UTF-8 copy of a str, masked in place, so a
+    message costs the heap one buffer of its size while it is sent (a joined
+    frame and an encoded copy were two; on a 64 KB board heap the second
+    contiguous block is what failed first)."""
     if type(payload) is str:
-        payload = utf8_out(payload)
+        payload = _utf8_buffer(payload)
+    else:
+        payload = bytearray(payload)
     n = len(payload)
     if opcode >= 8 and n > _MAX_CONTROL:
         raise WebSocketError("control frame payload over 125 bytes")
-    head = header(opcode, n, fin)
-    h = len(head)
-    out = bytearray(h + 4 + n)
-    out[:h] = head
-    out[h : h + 4] = key
-    out[h + 4 :] = payload
-    mask(out, key, h + 4)
-    return out
+    mask(payload, key, 0)
+    return header(opcode, n, fin) + bytes(key), payload
+
+
+def _utf8_buffer(text):
+    """`text` as a bytearray of strict UTF-8 (utf8_out's rules), made in one copy
+    when the text is ASCII or valid UTF-8, which is every message but a repaired one."""
+    try:
+        data = bytearray(text, "utf-8")
+    except UnicodeError:  # CPython: surrogate code points (utf8_out repairs or refuses)
+        return bytearray(utf8_out(text))
+    if len(data) == len(text):
+        return data
+    from chargepilot.net import utf8
+
+    if utf8.utf8_valid(data):
+        return data
+    data = None
+    return bytearray(utf8_out(text))
 
 
 def utf8_out(text):

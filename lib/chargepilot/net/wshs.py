@@ -247,6 +247,18 @@ async def open_stream(url, subprotocols, headers, ssl_context, timeout_ms, rand1
     return reader, state[0], proto, rest
 
 
+def _no_delay(writer):
+    """TCP_NODELAY on MicroPython's plain socket (CPython's asyncio sets it on
+    every TCP socket): a big message goes out as header + payload, two writes,
+    and Nagle would hold the payload's last segment until the header is acked."""
+    sock = getattr(writer, "s", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY (Linux and lwIP)
+        except Exception:  # a port without it: only latency is lost
+            pass
+
+
 async def _upgrade(state, host, port, ssl_context, request, key, subprotocols):
     if ssl_context is None:
         reader, writer = await asyncio.open_connection(host, port)
@@ -266,6 +278,7 @@ async def _upgrade(state, host, port, ssl_context, request, key, subprotocols):
         state[1] = "TLS connect"
     state[0] = writer
     if ssl_context is None:
+        _no_delay(writer)
         state[1] = "sending the upgrade request"
     # (MicroPython does the TLS handshake here, on the first write: keep the label)
     try:
@@ -281,7 +294,8 @@ async def _upgrade(state, host, port, ssl_context, request, key, subprotocols):
     total = 0
     buf = b""
     while True:
-        chunk = await reader.read(512)
+        # 256: an unfinished line is at most _MAX_LINE + 256 bytes (one heap block)
+        chunk = await reader.read(256)
         if not chunk:
             raise WebSocketError("server closed the connection during the handshake")
         buf += chunk

@@ -27,11 +27,15 @@ RW = const(2)
 WO = const(3)
 PERSIST = const(1)
 REBOOT = const(2)
-_RO = RO
-_RW = RW
-_WO = WO
-_PERSIST = PERSIST
-_REBOOT = REBOOT
+# The same values under private names: TABLE below must be made of constants
+# only, so that frozen firmware keeps it in flash as one constant object (a row
+# naming a module-level variable, as `_RW = RW` or NETWORK_SLOTS did, makes the
+# whole table a heap object built at import: 3.1 KB on the board twin).
+_RO = const(1)
+_RW = const(2)
+_WO = const(3)
+_PERSIST = const(1)
+_REBOOT = const(2)
 
 MUT_NAMES = {_RO: "ReadOnly", _RW: "ReadWrite", _WO: "WriteOnly"}
 
@@ -40,6 +44,8 @@ NETWORK_SLOTS = "1,2,3"
 # valuesList of the SampledDataCtrlr measurand lists (meter.MEASURANDS)
 MEASURANDS = "Energy.Active.Import.Register,Current.Import,Current.Offered,Power.Offered"
 
+# Constants only (see _RO): the valuesLists of NETWORK_SLOTS and MEASURANDS are
+# repeated as literals in their rows (host_tests/test_frozen_tables.py checks).
 TABLE = (
     # OCPPCommCtrlr (Part 2 §2, Part 4 §8)
     ("HeartbeatInterval", "OCPPCommCtrlr", "HeartbeatInterval", None,
@@ -71,7 +77,7 @@ TABLE = (
     # B09/B10: the network profile slots (netprofile.py) in the order the agent
     # uses them; it connects with the first. A new value is a trial (TRIAL_KEYS).
     ("NetworkConfigurationPriority", "OCPPCommCtrlr", "NetworkConfigurationPriority", None,
-     "SequenceList", _RW, "1", NETWORK_SLOTS, 0, _PERSIST),
+     "SequenceList", _RW, "1", "1,2,3", 0, _PERSIST),
     # the slot of the current (or last tried) connection; the agent supplies it
     ("ActiveNetworkProfile", "OCPPCommCtrlr", "ActiveNetworkProfile", None,
      "integer", _RO, 1, 0, 3, 0),
@@ -128,12 +134,14 @@ TABLE = (
     # SampledDataCtrlr (J01/J02, meter.py): measurands of TransactionEvents; hi 1 =
     # the list may be empty (nothing sampled)
     ("TxStartedMeasurands", "SampledDataCtrlr", "TxStartedMeasurands", None,
-     "MemberList", _RW, "Energy.Active.Import.Register", MEASURANDS, 1, _PERSIST),
+     "MemberList", _RW, "Energy.Active.Import.Register",
+     "Energy.Active.Import.Register,Current.Import,Current.Offered,Power.Offered", 1, _PERSIST),
     ("TxUpdatedMeasurands", "SampledDataCtrlr", "TxUpdatedMeasurands", None,
      "MemberList", _RW, "Energy.Active.Import.Register,Current.Import,Current.Offered",
-     MEASURANDS, 1, _PERSIST),
+     "Energy.Active.Import.Register,Current.Import,Current.Offered,Power.Offered", 1, _PERSIST),
     ("TxEndedMeasurands", "SampledDataCtrlr", "TxEndedMeasurands", None,
-     "MemberList", _RW, "Energy.Active.Import.Register", MEASURANDS, 1, _PERSIST),
+     "MemberList", _RW, "Energy.Active.Import.Register",
+     "Energy.Active.Import.Register,Current.Import,Current.Offered,Power.Offered", 1, _PERSIST),
     ("TxUpdatedInterval", "SampledDataCtrlr", "TxUpdatedInterval", None,
      "integer", _RW, 60, 0, 86400, _PERSIST),
 )

@@ -24,6 +24,12 @@ PROTOCOL_ERROR = "ProtocolError"
 RPC_FRAMEWORK_ERROR = "RpcFrameworkError"
 SECURITY_ERROR = "SecurityError"
 TYPE_CONSTRAINT_VIOLATION = "TypeConstraintViolation"
+# Every code above. Literals, not the names: a tuple of constants only is kept
+# in flash by frozen firmware; one naming variables is built in the heap.
+CODES = ("FormatViolation", "GenericError", "InternalError", "MessageTypeNotSupported",
+         "NotImplemented", "NotSupported", "OccurrenceConstraintViolation",
+         "PropertyConstraintViolation", "ProtocolError", "RpcFrameworkError", "SecurityError",
+         "TypeConstraintViolation")
 
 
 class OcppError(Exception):

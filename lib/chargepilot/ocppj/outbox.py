@@ -52,17 +52,11 @@ from chargepilot.store.recfile import (  # noqa: F401  (re-exported for callers)
 _TAG = "outbox"
 _ERROR_HOLD_MS = const(1000)
 _CLOSED_HOLD_MS = const(100)
-# CALLERROR codes that say the message itself is wrong: resending cannot help.
-PAYLOAD_ERRORS = (
-    errors.FORMAT_VIOLATION,
-    errors.MESSAGE_TYPE_NOT_SUPPORTED,
-    errors.NOT_IMPLEMENTED,
-    errors.NOT_SUPPORTED,
-    errors.OCCURRENCE_CONSTRAINT_VIOLATION,
-    errors.PROPERTY_CONSTRAINT_VIOLATION,
-    errors.PROTOCOL_ERROR,
-    errors.TYPE_CONSTRAINT_VIOLATION,
-)
+# CALLERROR codes that say the message itself is wrong: resending cannot help
+# (literals: a constant tuple stays in flash, see errors.CODES).
+PAYLOAD_ERRORS = ("FormatViolation", "MessageTypeNotSupported", "NotImplemented", "NotSupported",
+                  "OccurrenceConstraintViolation", "PropertyConstraintViolation", "ProtocolError",
+                  "TypeConstraintViolation")
 
 
 class Outbox(QueueFile):

@@ -12,7 +12,9 @@
   a bad frame never ends `run()`.
 * `gate(action)` (optional) may raise OcppError to refuse a CSMS CALL, e.g.
   `rpc.gate = refuse_all` while BootNotification is Rejected (B03.FR.08).
-* `on_frame(direction, text)` ("in"/"out") sees every frame for a timeline.
+* `on_frame(direction, text)` ("in"/"out") sees every frame for a timeline;
+  text is None for a frame sent in pieces (pieces.py: there was no heap block
+  for its text).
 """
 
 import asyncio
@@ -47,20 +49,7 @@ _ALIASES = {
 }
 
 
-_CODES = (
-    errors.FORMAT_VIOLATION,
-    errors.GENERIC_ERROR,
-    errors.INTERNAL_ERROR,
-    errors.MESSAGE_TYPE_NOT_SUPPORTED,
-    errors.NOT_IMPLEMENTED,
-    errors.NOT_SUPPORTED,
-    errors.OCCURRENCE_CONSTRAINT_VIOLATION,
-    errors.PROPERTY_CONSTRAINT_VIOLATION,
-    errors.PROTOCOL_ERROR,
-    errors.RPC_FRAMEWORK_ERROR,
-    errors.SECURITY_ERROR,
-    errors.TYPE_CONSTRAINT_VIOLATION,
-)
+_CODES = errors.CODES
 
 
 def refuse_all(action):
@@ -150,14 +139,20 @@ class Rpc:
             mid = self._next_id()
             # CPython's json.dumps escapes a lone surrogate: refused here (OcppError)
             # as wsframe.encode refuses MicroPython's raw one (ValueError)
-            text = unicode_text(json.dumps([CALL, mid, action, payload]))
+            try:
+                text = unicode_text(json.dumps([CALL, mid, action, payload]))
+            except MemoryError:  # no block of its size: sent in pieces below
+                text = None
             self._event = asyncio.Event()
             self._answer = None
             self._waiting = mid
             try:
                 self._frame("out", text)
                 try:
-                    await self.ws.send(text)
+                    if text is None:
+                        await self._send_pieces([CALL, mid, action, payload])
+                    else:
+                        await self.ws.send(text)
                 except ValueError:  # not Unicode text (wsframe.encode): never sendable
                     raise
                 except Exception as e:
@@ -394,9 +389,26 @@ class Rpc:
             description = ""
         await self._send([CALLERROR, mid, code, description[:_MAX_DESC], {}])
 
+    async def _send_pieces(self, frame):
+        """`frame` sent in pieces: there was no heap block for its text."""
+        from chargepilot.net import pieces
+
+        await pieces.send_json(self.ws, frame, self.log, _TAG)
+
     async def _send(self, frame):
         try:
             text = json.dumps(frame)
+        except MemoryError:
+            self._frame("out", None)
+            try:
+                await self._send_pieces(frame)
+                return
+            except MemoryError as e:  # not even in pieces: the CSMS is told
+                self.log.warn(_TAG, "answer to %s not sent: %s" % (frame[1], e))
+                text = json.dumps([CALLERROR, frame[1], errors.INTERNAL_ERROR, "no memory for the answer", {}])
+            except Exception as e:
+                self.log.warn(_TAG, "send failed: %s" % e)
+                return
         except Exception as e:
             self.log.exception(_TAG, "frame not serialisable", e)
             text = json.dumps([CALLERROR, frame[1], errors.INTERNAL_ERROR, "response not serialisable", {}])

@@ -121,7 +121,7 @@ class Agent:
         self._wake = asyncio.Event()
         self._last_tx = time.ticks_ms()
         self.connections = 0  # successful connections (tests, logs)
-        self.on_frame = None  # optional hook (direction, text) for a timeline
+        self.on_frame = None  # optional hook (direction, text) for a timeline (text None: sent in pieces)
         # optional outbox.Outbox (loaded): CALLs that must not be lost, sent in
         # order whenever online (queue_call puts, _online drains)
         self.outbox = None
