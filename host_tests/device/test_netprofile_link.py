@@ -18,7 +18,7 @@ from fakews import pair
 from test_netprofile import (A, BS, PRIO, PW, B, Ctx, Logs, conn, getv, make, set_profile,
                              settings, setv)
 
-from chargepilot.station import agent
+from chargepilot.station import agent, link
 from chargepilot.ocpp import netprofile
 from chargepilot.net import ws
 from chargepilot.net.wsframe import WebSocketError
@@ -134,7 +134,7 @@ async def commit():
     await ca.end.close()  # CSMS A ends the connection
     await until(lambda: "StatusNotification" in cb.got)
     assert net.urls() == [A + "/CP1", B + "/CP1"]
-    assert net.tried[1][1] == {"Authorization": agent.basic_auth("CP1", PW)}
+    assert net.tried[1][1] == {"Authorization": link.basic_auth("CP1", PW)}
     assert cb.got[0] == "BootNotification"  # a new profile: registered again (B10.FR.10)
     assert a.dm.trial_keys() == []  # connected: kept
     s = settings(st)

@@ -24,27 +24,18 @@ import time
 from micropython import const
 
 from chargepilot.net import backoff, tls, ws
-from chargepilot.ocppj import errors, rpc
+from chargepilot.ocppj import rpc
 from chargepilot.ocpp import handlers_core, netprofile
 from chargepilot.base import log
+from chargepilot.ocpp.registration import Registration
+from chargepilot.station.link import Link, quote
 
 _TAG = "agent"
-_MIN_RETRY_S = const(10)  # own anti-flood wait when the CSMS sends interval 0 (B02.FR.07)
-# Between two connection attempts at least this long, whatever RetryBackOff says: a
-# refusal that awaits nothing (the station's own security checks) would otherwise
-# spin the event loop and starve the control loop that feeds the watchdog.
-_MIN_ATTEMPT_MS = const(100)
-_MAX_WAIT_S = const(86400)  # Pending/Rejected intervals longer than a day: retry after a day
 _MIN_BYTES = const(2048)  # BytesPerMessage bounds (_message_budget)
 _MAX_BYTES = const(65536)
 # Frames up to this size are taken off the wire (those over BytesPerMessage in
 # small chunks, never kept); beyond it the WebSocket closes with 1009.
 _MAX_FRAME = const(1048576)
-_STATUS = ("Available", "Occupied", "Reserved", "Unavailable", "Faulted")
-# pilot state -> connector status
-_PILOT_STATUS = {"A": "Available", "B": "Occupied", "C": "Occupied", "D": "Occupied",
-                 "E": "Faulted", "F": "Unavailable"}
-_UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 
 
 def _period_scan():
@@ -54,26 +45,7 @@ def _period_scan():
     return framefix.PeriodScan()
 
 
-def quote(text):
-    """Percent-encode for one URL path segment (RFC 3986 unreserved kept)."""
-    out = []
-    for b in text.encode():
-        c = chr(b)
-        if b < 128 and c in _UNRESERVED:
-            out.append(c)
-        else:
-            out.append("%%%02X" % b)
-    return "".join(out)
-
-
-def basic_auth(identity, password):
-    import binascii
-
-    raw = ("%s:%s" % (identity, password)).encode()
-    return "Basic " + binascii.b2a_base64(raw).decode().strip()
-
-
-class Agent:
+class Agent(Link, Registration):
     """`cfg` keys: url (CSMS endpoint without identity), model, vendor, serial (opt),
     firmware; `dm` a variables.DeviceModel; `clock` a clock.Clock; `board` (opt);
     `networks` a netprofile.NetworkProfiles (default: one in memory, not persisted).
@@ -132,47 +104,6 @@ class Agent:
         self.boot_now = False  # TriggerMessage(BootNotification) while Pending (F06)
 
     # ------------------------------------------------------------ helpers
-
-    def boot_payload(self):
-        cs = {"model": self.cfg.get("model", "chargepilot"),
-              "vendorName": self.cfg.get("vendor", "chargepilot")}
-        if self.cfg.get("serial"):
-            cs["serialNumber"] = self.cfg["serial"]
-        if self.cfg.get("firmware"):
-            cs["firmwareVersion"] = self.cfg["firmware"]
-        return {"reason": self.boot_reason, "chargingStation": cs}
-
-    def connectors(self):
-        """[(evse_id, connector_id)]: one connector per EVSE."""
-        n = getattr(self.board, "evse_count", 1) if self.board is not None else 1
-        return [(e, 1) for e in range(1, n + 1)]
-
-    def connector_status(self, evse_id, connector_id):
-        src = self.status_source
-        if src is not None:
-            try:
-                st = src(evse_id, connector_id)
-            except Exception as e:
-                log.exception(_TAG, "status source of EVSE %d" % evse_id, e)
-                st = "Faulted"
-            if st in _STATUS:
-                return st
-        b = self.board
-        if b is None:
-            return "Available"
-        fn = getattr(b, "connector_status", None)
-        try:
-            if fn is not None:
-                st = fn(evse_id)
-                if st in _STATUS:
-                    return st
-            fn = getattr(b, "pilot_state", None)
-            if fn is not None:
-                return _PILOT_STATUS.get(fn(evse_id), "Available")
-        except Exception as e:
-            log.exception(_TAG, "board status of EVSE %d" % evse_id, e)
-            return "Faulted"
-        return "Available"
 
     def _var_changed(self, key, value):
         if key.startswith("RetryBackOff"):
@@ -301,137 +232,6 @@ class Agent:
             return True
         except asyncio.TimeoutError:
             return False
-
-    def _headers(self, profile=None):
-        p = self.dm.get("SecurityProfile") if profile is None else profile
-        if p == 3:
-            return None  # profile 3: the client certificate authenticates, no Basic auth
-        pw = self.dm.get("BasicAuthPassword")
-        if pw:
-            return {"Authorization": basic_auth(self.identity, pw)}
-        return None
-
-    # ------------------------------------------------------------ security profiles (A00, A01)
-
-    _trial_failures = 0  # refused attempts with new credentials on trial
-    # floor of the reconnect wait (_MIN_ATTEMPT_MS); a time-accelerated simulation,
-    # where 100 real ms are half a simulated hour, lowers it (never to 0: see there)
-    min_attempt_ms = _MIN_ATTEMPT_MS
-
-    def security_problem(self, profile=None, url=None):
-        """Why the station must not connect with `profile` (default: the configured
-        one) to `url` (default: the current one) with its TLS context; None when it
-        may. A profile 2/3 station never uses ws:// or TLS that does not verify the
-        CSMS (no downgrade)."""
-        p = self.dm.get("SecurityProfile") if profile is None else profile
-        url = self.url if url is None else url
-        ctx = self.ssl_context
-        if p >= 2:
-            if url[:6].lower() != "wss://":
-                return ("security profile %d needs a wss:// CSMS URL; refusing %s (no downgrade)"
-                        % (p, url.split("://", 1)[0] + "://"))
-            if ctx is None or not tls.verifies(ctx):
-                return ("security profile %d needs TLS that verifies the CSMS certificate and host "
-                        "name against a CA; refusing unverified TLS (no downgrade)" % p)
-        if p == 3 and not getattr(ctx, "has_client_cert", False):
-            return "security profile 3 needs a client certificate and key (mutual TLS)"
-        if p in (1, 2) and not self.dm.get("BasicAuthPassword"):
-            return "security profile %d needs SecurityCtrlr.BasicAuthPassword (HTTP Basic auth)" % p
-        return None
-
-    def _check_profile_set(self, v):
-        """SetVariables SecurityProfile: only up, and only to a profile this station can use."""
-        from chargepilot.ocpp.dmtable import ValueRejected
-
-        cur = self.dm.get("SecurityProfile")
-        if v < cur:
-            raise ValueRejected("ValueTooLow", "SecurityProfile %d -> %d is a downgrade; refused"
-                                % (cur, v))
-        if v > cur:
-            slot, _conn = self._target()
-            if self.networks.get(slot) is not None:
-                raise ValueRejected("InvalidValue", "the connection uses network profile slot %d: "
-                                    "its securityProfile applies (SetNetworkProfile)" % slot)
-            problem = self.security_problem(v, self.cfg["url"])
-            if problem is not None:
-                raise ValueRejected("InvalidValue", problem)
-
-    # ------------------------------------------------------------ network profiles (B09, B10)
-
-    def connection(self, slot):
-        """(CSMS URL without identity, security profile, messageTimeout s or None) of
-        network profile `slot`, None when it is empty. Slot 1 without stored data is
-        the station's own configuration (cfg url, SecurityProfile, MessageTimeout)."""
-        d = self.networks.get(slot)
-        if d is not None:
-            return d["ocppCsmsUrl"], d["securityProfile"], d["messageTimeout"]
-        if slot == 1:
-            return self.cfg["url"], self.dm.get("SecurityProfile"), None
-        return None
-
-    def _target(self):
-        """(slot, connection(slot)) the next attempt uses: NetworkConfigurationPriority's first."""
-        slot = netprofile.slots_of(self.dm.get(netprofile.PRIORITY))[0]
-        return slot, self.connection(slot)
-
-    def _check_priority_set(self, v):
-        netprofile.check_priority(self, v)
-
-    def _active_slot(self):
-        return self.slot
-
-    def message_timeout_s(self):
-        """The connection's message timeout: its stored slot's messageTimeout, else
-        OCPPCommCtrlr.MessageTimeout."""
-        t = self._timeout_s
-        return t if t else self.dm.get("MessageTimeout")
-
-    def _connected(self):
-        """After a successful connection: another network profile than the last
-        connection's means registering again (B10.FR.10); a higher security profile
-        is the station's from now on (never lowered again)."""
-        link = (self.slot, self.url)
-        if self._link is not None and self._link != link:
-            log.info(_TAG, "connected through network profile slot %d: BootNotification again"
-                     % self.slot)
-            self._accepted_boot = None
-        self._link = link
-        p = self._profile
-        if p is not None and p > self.dm.get("SecurityProfile"):
-            try:
-                self.dm.set_local("SecurityProfile", p)
-                log.info(_TAG, "security profile %d from network profile slot %d is the station's "
-                         "now" % (p, self.slot))
-            except (ValueError, OSError) as e:
-                log.error(_TAG, "security profile %d not stored: %s" % (p, e))
-
-    def _attempt_done(self, why):
-        """After a connection attempt (why None = connected): end or count a trial of new
-        credentials. Only refusals count (the CSMS or the TLS layer said no, or the
-        station's own checks did); an unreachable CSMS says nothing about them, except
-        when a new NetworkConfigurationPriority (a new CSMS URL) is on trial."""
-        names = self.dm.trial_keys()
-        if not names:
-            return
-        names = ", ".join(names)
-        if why is None:
-            self.dm.end_trial(True)
-            self._trial_failures = 0
-            log.info(_TAG, "connected with the new %s; kept" % names)
-            return
-        if "TCP connect" in why and netprofile.PRIORITY not in names:
-            return  # a new CSMS URL (priority) must be reachable: then it counts
-        n = self._trial_failures + 1
-        limit = self.dm.get("NetworkProfileConnectionAttempts")
-        if n < limit:
-            self._trial_failures = n
-            log.warn(_TAG, "new %s refused (%d of %d attempts before rolling back)"
-                     % (names, n, limit))
-            return
-        self._trial_failures = 0
-        restored = self.dm.end_trial(False)
-        log.warn(_TAG, "new %s refused %d times: rolled back to the previous %s"
-                 % (names, n, ", ".join(restored)))
 
     async def _open(self):
         """One connection attempt -> (WebSocket, None) or (None, why). Never raises."""
@@ -595,106 +395,6 @@ class Agent:
         if self.on_online is not None:
             asyncio.create_task(self._run_hook(self.on_online))
         await self._online(r)
-
-    async def trigger_boot(self):
-        """TriggerMessage(BootNotification), after its answer: the waiting boot cycle
-        sends it now instead of at the end of the interval."""
-        self.boot_now = True
-        self._wake.set()
-
-    async def _boot_cycle(self, r, boot):
-        """BootNotification until Accepted; False if the connection ended first."""
-        while self._up(r):
-            self.boot_now = False
-            try:
-                resp = await r.call("BootNotification", boot)
-            except (rpc.CallError, rpc.BadResponse) as e:
-                # the full wait: a message queued meanwhile wakes _sleep, and must
-                # not bring the next BootNotification forward
-                log.warn(_TAG, "BootNotification refused: %s; again in %d s" % (e, _MIN_RETRY_S))
-                if not await self._wait_up(r, _MIN_RETRY_S):
-                    return False
-                continue
-            self._sync(resp.get("currentTime"))
-            status = resp["status"]
-            interval = resp["interval"]
-            self.registration = status
-            log.info(_TAG, "BootNotification %s (interval %d s)" % (status, interval))
-            if status == "Accepted":
-                self._accepted_boot = boot["chargingStation"]
-                if interval > 0:
-                    try:
-                        self.dm.set_local("HeartbeatInterval", interval, persist=False)
-                    except ValueError as e:  # ValueRejected: outside 1..86400
-                        log.warn(_TAG, "heartbeat interval %d not used: %s" % (interval, e))
-                return True
-            wait = interval if interval > 0 else _MIN_RETRY_S
-            if wait > _MAX_WAIT_S:  # keeps ticks arithmetic far from the wrap
-                wait = _MAX_WAIT_S
-            await self._wait_up(r, wait)
-        return False
-
-    async def _wait_up(self, r, seconds):
-        """Wait `seconds` unless the connection ends first (then False) or
-        TriggerMessage(BootNotification) asks for the Boot now; other wake-ups (a
-        queued message, a variable change) do not shorten it."""
-        deadline = time.ticks_add(time.ticks_ms(), seconds * 1000)
-        while self._up(r):
-            left = time.ticks_diff(deadline, time.ticks_ms())
-            if left <= 0 or self.boot_now:
-                return True
-            await self._sleep(left)
-        return False
-
-    async def _statuses(self, r, everything):
-        for evse, conn in self.connectors():
-            if not self._up(r):
-                return
-            st = self.connector_status(evse, conn)
-            if not everything and self._sent_status.get((evse, conn)) == st:
-                continue
-            await self.send_status(r, evse, conn, st)
-
-    async def send_status(self, r, evse, conn, st):
-        """A CALLERROR or an invalid answer is logged and the status counts as sent
-        (the CSMS has it; sending it again would get the same answer): never a
-        reason to drop the connection. A timeout still is (rpc.CallTimeout).
-        Without a known time nothing is sent and nothing recorded: the next pass
-        tries again with a real timestamp (never an invented one)."""
-        ts = self.timestamp()
-        if ts is None:
-            return
-        try:
-            await r.call("StatusNotification", {
-                "timestamp": ts, "connectorStatus": st, "evseId": evse,
-                "connectorId": conn})
-        except (rpc.CallError, rpc.BadResponse) as e:
-            log.warn(_TAG, "StatusNotification %s of EVSE %d: %s" % (st, evse, e))
-        self._sent_status[(evse, conn)] = st
-
-    def timestamp(self):
-        """Now as RFC 3339, or None while the time is unknown: a station never
-        sends an invented instant (issue 10 item 7). Online normally implies a
-        known time (BootNotification's currentTime)."""
-        return self.clock.now_rfc3339()
-
-    async def _heartbeat(self, r):
-        """A CALLERROR or an invalid answer: logged, no clock sync; the next Heartbeat
-        comes after HeartbeatInterval as usual (the frame went out, _last_tx moved)."""
-        try:
-            resp = await r.call("Heartbeat", {})
-        except (rpc.CallError, rpc.BadResponse) as e:
-            log.warn(_TAG, "Heartbeat: %s" % e)
-            return
-        self._sync(resp.get("currentTime"))
-
-    def _sync(self, text):
-        if not text:
-            return
-        try:
-            self.clock.set_rfc3339(text)
-        except ValueError as e:
-            log.warn(_TAG, "currentTime %r not used: %s" % (text, e))
 
     async def _run_hook(self, fn):
         try:

@@ -23,6 +23,7 @@ from micropython import const
 from chargepilot.station import agent
 from chargepilot.output import control
 from chargepilot.base import log
+from chargepilot.station.problems import Problems
 from chargepilot.ocpp import netprofile, smartcharging as smart, transactions
 from chargepilot.ocppj import outbox
 from chargepilot.smart import profiles, config as station
@@ -33,7 +34,6 @@ from chargepilot.ocpp import availability, meter
 _TAG = "app"
 # Messages that must not be lost wait in flash (outbox.py): at most this many.
 OUTBOX_MAX = const(64)
-_DROP_NOTE_BYTES = const(1024)  # room a held-drops NotifyEvent needs in the outbox
 # bytes of one queued ClearedChargingLimit at most (record + integrity line: ~140)
 CLEARED_RECORD = const(192)
 # The running transactions (txstate.py): ended after a power loss at the next boot.
@@ -76,7 +76,7 @@ def smart_config(dm, board, supply_voltage=230, phases=3):
     return cfg
 
 
-class Station:
+class Station(Problems):
     """`acfg`: agent.Agent settings (url, model, vendor, firmware, serial);
     `dm` a variables.DeviceModel; `clock` a clock.Clock; `board` a board object
     (docs/ARCHITECTURE.md "Board interface"); `state_dir` the flash directory."""
@@ -402,22 +402,6 @@ class Station:
         return (self.dm.get("MessageAttemptsTransactionEvent"),
                 self.dm.get("MessageAttemptIntervalTransactionEvent") * 1000)
 
-    def _discarded(self, n, action, payload, reason):
-        """A queued message was discarded (outbox.on_discard). For a
-        TransactionEvent the CSMS sees the seqNo gap (the spec's way: seqNo
-        counts every event of the transaction); this NotifyEvent says which
-        one went and why. A discarded NotifyEvent is only logged (no loop)."""
-        if action == "NotifyEvent":
-            return
-        what = "%s (message %d)" % (action or "message", n)
-        if action == "TransactionEvent" and type(payload) is dict:
-            info = payload.get("transactionInfo")
-            tid = info.get("transactionId") if type(info) is dict else None
-            what = "TransactionEvent %s seqNo %s of transaction %s" % (
-                payload.get("eventType"), payload.get("seqNo"), tid)
-        self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
-                           "%s discarded: %s" % (what, reason))
-
     def _outbox_room(self, payload):
         """Whether the outbox takes `payload` now (its count and bytes, less what
         is reserved for ClearedChargingLimit): transactions releases held events
@@ -428,68 +412,3 @@ class Station:
         need = len(json.dumps(payload)) + 64  # + the record's frame
         return (len(ob) < OUTBOX_MAX - ob.reserve_count
                 and ob.bytes() + need <= ob.max_bytes - ob.reserve_bytes)
-
-    def report_held_drops(self):
-        """Events that transactions / smart held while the clock was unknown
-        and dropped (their hold full): one NotifyEvent each (OCPPCommCtrlr
-        Problem, the count and the last one dropped), like a discarded
-        message (_discarded). Only once the clock is known (the held ones
-        are out then, and the NotifyEvent carries a real time)."""
-        if self.clock.now_rfc3339() is None:
-            return
-        ob = self.outbox
-        if (len(ob) >= OUTBOX_MAX - ob.reserve_count
-                or ob.bytes() + _DROP_NOTE_BYTES > ob.max_bytes - ob.reserve_bytes):
-            # full (e.g. the held ones just released): tried again at the next poll,
-            # once sending made room (no refused put, no flash write meanwhile)
-            return
-        for src, what in ((self.txs.out, "TransactionEvent/StatusNotification messages"),
-                          (self.smart, "charging limit notifications")):
-            n = getattr(src, "held_dropped", 0)
-            if n:
-                text = ("%d %s dropped while the clock was unknown (hold full); last: %s"
-                        % (n, what, src.held_drop_last))
-                log.error(_TAG, text)
-                self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true", text)
-                src.held_dropped -= n
-
-    def _stamp_late(self, action, payload):
-        """outbox.prepare: a NotifyEvent queued while the clock was unknown
-        (e.g. the damage found at boot) is stamped when it is sent, never
-        with an invented past time (issue 11 item 8: timestamps never go
-        backwards across reboots). The send time is after the event."""
-        if action != "NotifyEvent" or payload.get("generatedAt") is not None:
-            return payload
-        now = self.clock.now_rfc3339()
-        if now is None:
-            # Online means the CSMS gave the time, so this should not happen; if
-            # it does, the outbox holds the message and tries again later
-            # rather than sending an invented instant (issue 10 item 7).
-            raise RuntimeError("NotifyEvent held: the clock is not known")
-        payload["generatedAt"] = now
-        for ev in payload.get("eventData") or ():
-            if type(ev) is dict and ev.get("timestamp") is None:
-                ev["timestamp"] = now
-        return payload
-
-    def _notify_event(self, component, variable, value, tech=None):
-        self._event_id += 1
-        now = self.clock.now_rfc3339()  # None: stamped when sent (_stamp_late)
-        ev = {"eventId": self._event_id, "timestamp": now, "trigger": "Alerting",
-              "actualValue": value[:2500], "component": component,
-              "variable": {"name": variable},
-              "eventNotificationType": "HardWiredNotification"}
-        if tech:
-            ev["techInfo"] = tech[:500]
-        self.send("NotifyEvent", {"generatedAt": now, "seqNo": self._event_seq,
-                                  "eventData": [ev]})
-        self._event_seq += 1
-
-    async def _on_online(self):
-        """After every (re)connection: report messages the full outbox refused."""
-        ob = self.outbox
-        if ob.dropped:
-            self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
-                               "%d messages were not queued: outbox full (%s)"
-                               % (ob.dropped, ob.last_drop))
-            ob.clear_dropped(ob.dropped)
