@@ -35,7 +35,6 @@ import time
 from chargepilot import VERSION
 from chargepilot.station import app
 from chargepilot.base import clock, log
-from chargepilot.net import tls
 from chargepilot.ocpp import devicemodel as variables
 
 _TAG = "main"
@@ -71,6 +70,8 @@ def _ssl_context(cfg):
 
     cert = read(cfg["cert"]) if cfg.get("cert") else None
     key = read(cfg["key"]) if cfg.get("key") else None
+    from chargepilot.net import tls  # a ws:// station never loads it
+
     return tls.ssl_context(read(cfg["cafile"]), cert, key)
 
 

@@ -23,7 +23,7 @@ import time
 
 from micropython import const
 
-from chargepilot.net import backoff, tls, ws
+from chargepilot.net import backoff, ws
 from chargepilot.ocppj import rpc
 from chargepilot.ocpp import handlers_core, netprofile
 from chargepilot.base import log
@@ -263,6 +263,8 @@ class Agent(Link, Registration):
                     self._profile = conn[1]
                     return sock, None
                 except Exception as e:  # WebSocketError, OSError, MemoryError...
+                    from chargepilot.net import tls  # only now: a failed attempt, explained
+
                     why = tls.explain(e, ctx)
         self._attempt_done(why)
         return None, why

@@ -13,7 +13,6 @@ Agent.__init__.
 from micropython import const
 
 from chargepilot.base import log
-from chargepilot.net import tls
 from chargepilot.ocpp import netprofile
 
 _TAG = "agent"
@@ -73,7 +72,7 @@ class Link:
             if url[:6].lower() != "wss://":
                 return ("security profile %d needs a wss:// CSMS URL; refusing %s (no downgrade)"
                         % (p, url.split("://", 1)[0] + "://"))
-            if ctx is None or not tls.verifies(ctx):
+            if ctx is None or not _verifies(ctx):
                 return ("security profile %d needs TLS that verifies the CSMS certificate and host "
                         "name against a CA; refusing unverified TLS (no downgrade)" % p)
         if p == 3 and not getattr(ctx, "has_client_cert", False):
@@ -173,3 +172,10 @@ class Link:
         restored = self.dm.end_trial(False)
         log.warn(_TAG, "new %s refused %d times: rolled back to the previous %s"
                  % (names, n, ", ".join(restored)))
+
+
+def _verifies(ctx):
+    # tls is imported only where a TLS context exists (its objects cost heap)
+    from chargepilot.net import tls
+
+    return tls.verifies(ctx)
