@@ -8,7 +8,6 @@ at module level (or on a class) in a frozen chargepilot module must lie outside
 the GC heap. A heap tuple is recognised by its address, compared with the
 address range of objects allocated in the same process."""
 
-import os
 import subprocess
 
 import pytest
@@ -60,15 +59,9 @@ def twin_binary():
 
 def _modules():
     """Every module of lib/chargepilot (the generated schema tables aside)."""
-    lib = os.path.join(twin.ROOT, "lib")
-    out = []
-    for base, dirs, files in os.walk(os.path.join(lib, "chargepilot")):
-        dirs[:] = sorted(d for d in dirs if d not in ("schemas", "__pycache__"))
-        for f in sorted(files):
-            if f.endswith(".py"):
-                rel = os.path.relpath(os.path.join(base, f), lib)[:-3].replace(os.sep, ".")
-                out.append(rel[: -len(".__init__")] if rel.endswith(".__init__") else rel)
-    return out
+    import bench_heap_agent
+
+    return bench_heap_agent.lib_modules()
 
 
 def _probe(extra=""):
