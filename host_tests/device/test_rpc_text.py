@@ -345,3 +345,26 @@ async def test_an_answer_that_fits_nowhere_is_an_internal_error_not_silence():
         s.station.send_pieces = real
     assert not s.rpc.closed
     await s.end()
+
+
+@sync
+async def test_an_answer_the_socket_cannot_take_is_an_internal_error():
+    """ws.send raises MemoryError (no block, and the text needs a repair that
+    only the one-buffer way makes): the CSMS gets InternalError, not silence."""
+    s, echo = setup()
+    s.rpc.handlers["Big"] = Big()
+    real = s.station.send
+
+    async def no_memory_for_big(text):
+        if len(text) > 300:
+            raise MemoryError("text needs repair (CESU-8); no memory to repair it")
+        await real(text)
+
+    s.station.send = no_memory_for_big
+    try:
+        check_error(await s.ask('[2,"b3","Big",{}]'), "b3", E.INTERNAL_ERROR)
+    finally:
+        s.station.send = real
+    assert not s.rpc.closed
+    assert await s.ask('[2,"ok","Echo",{"s":"x"}]') == [3, "ok", {"s": "x", "keys": ["s"]}]
+    await s.end()

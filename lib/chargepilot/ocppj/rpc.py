@@ -417,6 +417,13 @@ class Rpc:
             await self.ws.send(text)
         except ValueError:  # a string that is not Unicode (wsframe.encode)
             await self.ws.send(json.dumps([CALLERROR, frame[1], errors.INTERNAL_ERROR, "answer is not Unicode", {}]))
+        except MemoryError as e:  # not sent at all, not even in pieces (ws.send): say so
+            self.log.warn(_TAG, "answer to %s not sent: %s" % (frame[1], e))
+            try:
+                await self.ws.send(json.dumps([CALLERROR, frame[1], errors.INTERNAL_ERROR,
+                                               "no memory for the answer", {}]))
+            except Exception as e2:
+                self.log.warn(_TAG, "send failed: %s" % e2)
         except Exception as e:
             self.log.warn(_TAG, "send failed: %s" % e)
 
