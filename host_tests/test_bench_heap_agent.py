@@ -9,7 +9,6 @@ import datetime
 import pytest
 
 import bench_heap_agent as bench
-import twin
 from csms_fixture import CsmsThread
 
 
@@ -18,15 +17,6 @@ def csms():
     c = CsmsThread(boot_plan=(("Accepted", 1),))
     yield c
     c.stop()
-
-
-@pytest.fixture(scope="module")
-def twin_built():
-    """The twin with the current code frozen (a few seconds when up to date)."""
-    try:
-        return twin.build(log=lambda msg: None)
-    except twin.TwinError as e:
-        pytest.fail(str(e))
 
 
 @pytest.mark.parametrize("mode", ["mpy", "romfs"])
@@ -48,7 +38,7 @@ def test_scenario_fails_with_a_reason_when_the_heap_is_too_small(csms, tmp_path)
     assert why in ("no StatusNotification", "exit 2", "memory error logged"), why
 
 
-def test_twin_runs_the_scenario_within_the_guarded_heap(csms, tmp_path, twin_built):
+def test_twin_runs_the_scenario_within_the_guarded_heap(csms, tmp_path, twin_binary):
     ok, why, log = bench.Trial(csms, str(tmp_path), bench.TWIN_GUARD_KB, "twin", 3).run()
     assert ok, "heap-agent scenario no longer fits %d KB on the twin: %s\n%s" % (
         bench.TWIN_GUARD_KB, why, log[-3000:])
@@ -57,7 +47,7 @@ def test_twin_runs_the_scenario_within_the_guarded_heap(csms, tmp_path, twin_bui
     assert bench._used(log, "heap after start-up") < 64 * 1024, log[-3000:]
 
 
-def test_twin_scenario_fails_where_the_agent_cannot_start(csms, tmp_path, twin_built):
+def test_twin_scenario_fails_where_the_agent_cannot_start(csms, tmp_path, twin_binary):
     ok, why, _log = bench.Trial(csms, str(tmp_path), 40, "twin", 4).run()
     assert not ok
     assert why in ("no StatusNotification", "exit 2", "memory error logged"), why

@@ -10,8 +10,6 @@ address range of objects allocated in the same process."""
 
 import subprocess
 
-import pytest
-
 import twin
 
 _PROBE = r"""
@@ -47,14 +45,6 @@ for name, mod in mods:
 print("TABLES %d" % seen)
 print("MODS %d" % len(mods))
 """
-
-
-@pytest.fixture(scope="module")
-def twin_binary():
-    try:
-        return twin.build(log=lambda msg: None)
-    except twin.TwinError as e:
-        pytest.fail(str(e))
 
 
 def _modules():
