@@ -53,7 +53,7 @@ from fakews import pair
 from test_wsframe import IntoStream, Stream
 
 E = errors
-PART4_CODES = frozenset(rpc._CODES)
+PART4_CODES = frozenset(errors.CODES)
 OFFICIAL = frozenset(n[: -len("Request.json")] for n in os.listdir(vj.SCHEMA_DIR) if n.endswith("Request.json"))
 TABLED = frozenset(vj.MESSAGES)  # actions with our tables (generators need their schema shapes)
 HANDLED = ("GetVariables", "SetVariables", "SetChargingProfile", "GetChargingProfiles",

@@ -6,6 +6,7 @@ import json
 # rpc before fakews: on MicroPython it then compiles with the most free heap
 from chargepilot.ocppj import errors, rpc
 from chargepilot.ocppj.errors import OcppError
+from chargepilot.ocpp.registration import refuse_all  # the agent's gate while Rejected
 from fakews import FakeValidator, Setup, check_error, fails, heartbeat, pair, sync  # noqa: I001
 
 E = errors
@@ -217,7 +218,7 @@ async def test_failing_follow_up_is_logged_and_the_connection_lives():
 
 @sync
 async def test_gate_refuses_with_security_error():
-    s = Setup(gate=rpc.refuse_all)
+    s = Setup(gate=refuse_all)
     check_error(await s.ask('[2, "g1", "Reset", {"type": "Immediate"}]'), "g1", E.SECURITY_ERROR)
     check_error(await s.ask('[2, "g2", "Unknown", {}]'), "g2", E.SECURITY_ERROR)
     s.rpc.gate = None
@@ -432,14 +433,14 @@ def test_salvage_reads_only_a_plain_prefix():
 
 
 def test_normal_code_accepts_old_spelling():
-    assert rpc.normal_code("OccurenceConstraintViolation") == "OccurrenceConstraintViolation"
-    assert rpc.normal_code("FormationViolation") == "FormatViolation"
-    assert rpc.normal_code("GenericError") == "GenericError"
+    assert E.normal_code("OccurenceConstraintViolation") == "OccurrenceConstraintViolation"
+    assert E.normal_code("FormationViolation") == "FormatViolation"
+    assert E.normal_code("GenericError") == "GenericError"
 
 
 def test_refuse_all_is_security_error():
     try:
-        rpc.refuse_all("Reset")
+        refuse_all("Reset")
     except OcppError as e:
         assert e.code == E.SECURITY_ERROR and "Reset" in e.description
         return

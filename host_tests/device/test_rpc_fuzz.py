@@ -14,7 +14,7 @@ import json
 # the biggest modules first: on MicroPython they then compile with the most free heap
 from chargepilot.ocpp import devicemodel as variables  # noqa: I001
 from chargepilot.ocpp import handlers_core
-from chargepilot.ocppj import rpc
+from chargepilot.ocppj import errors, rpc
 from devtest import IS_MICROPYTHON, rmtree, tmpdir
 from fakews import heartbeat, pair
 import fuzzgen
@@ -102,7 +102,7 @@ async def _run(seed):
                         break
                     continue
                 if msg[0] == 4:
-                    if msg[2] not in rpc._CODES or len(msg) != 5 or msg[4] != {}:
+                    if msg[2] not in errors.CODES or len(msg) != 5 or msg[4] != {}:
                         problems.append("bad CALLERROR %s for %r" % (text, frame))
                 elif msg[0] != 3 or type(msg[2]) is not dict:
                     problems.append("bad answer %s for %r" % (text, frame))

@@ -1,8 +1,7 @@
-"""The station's registration and presence at the CSMS: BootNotification until
-Accepted (B01-B04: Pending retries after `interval` and answers the CSMS;
-Rejected sends nothing until `interval`), StatusNotification for every connector
-(G01), Heartbeat after HeartbeatInterval of silence and the clock set from
-`currentTime` (G02).
+"""The messages of the agent's booting and online states (station/agent.py
+describes the states): BootNotification until Accepted and, while Rejected, the
+gate that refuses every CSMS CALL (B01-B04), StatusNotification for every
+connector (G01), Heartbeat and the clock set from `currentTime` (G02).
 
 `Registration` is the part of station/agent.Agent that speaks these messages
 over the session's Rpc `r`; the fields it uses (cfg, dm, clock, board,
@@ -15,7 +14,8 @@ import time
 from micropython import const
 
 from chargepilot.base import log, rfc3339
-from chargepilot.ocppj.errors import BadResponse, CallError
+from chargepilot.ocppj import errors
+from chargepilot.ocppj.errors import BadResponse, CallError, OcppError
 
 _TAG = "agent"
 _MIN_RETRY_S = const(10)  # own anti-flood wait when the CSMS sends interval 0 (B02.FR.07)
@@ -26,8 +26,20 @@ _PILOT_STATUS = {"A": "Available", "B": "Occupied", "C": "Occupied", "D": "Occup
                  "E": "Faulted", "F": "Unavailable"}
 
 
+def refuse_all(action):
+    """Refuse a CSMS CALL while BootNotification is Rejected (B03.FR.08): the
+    CSMS gets SecurityError (a gate of ocppj/rpc.Rpc)."""
+    raise OcppError(errors.SECURITY_ERROR, "BootNotification not accepted; %s refused"
+                    % action[:40])
+
+
 class Registration:
     """See the module doc; mixed into Agent."""
+
+    def _gate(self, action):
+        """The session Rpc's `gate`: every CSMS CALL refused while Rejected."""
+        if self.registration == "Rejected":
+            refuse_all(action)
 
     def boot_payload(self):
         cs = {"model": self.cfg.get("model", "chargepilot"),

@@ -1,6 +1,7 @@
 """OCPP-J RPC error codes (Part 4 §4.3), the exception that carries one, the
-exceptions of a failed exchange of ours, and what the first bytes of a frame
-say (`salvage`).
+exceptions of a failed exchange of ours, and a frame's message id: from its
+first bytes when it is not JSON (`salvage`), from the parsed list
+(`readable_id`).
 
 Any layer (framing, validation, a handler) raises OcppError; the RPC layer
 turns it into a CALLERROR for the CALL being answered. rpc.py raises the
@@ -30,6 +31,17 @@ CODES = ("FormatViolation", "GenericError", "InternalError", "MessageTypeNotSupp
          "NotImplemented", "NotSupported", "OccurrenceConstraintViolation",
          "PropertyConstraintViolation", "ProtocolError", "RpcFrameworkError", "SecurityError",
          "TypeConstraintViolation")
+
+
+def normal_code(code):
+    """A received errorCode in today's spelling: older ones are accepted in the
+    CALLERRORs we receive; we always send the Ed.3 ones. (Two compares, not a
+    dict: a dict would be built in the heap at import.)"""
+    if code == "OccurenceConstraintViolation":
+        return OCCURRENCE_CONSTRAINT_VIOLATION
+    if code == "FormationViolation":
+        return FORMAT_VIOLATION
+    return code
 
 
 class OcppError(Exception):
@@ -93,6 +105,16 @@ class BadResponse(RpcError):
         return "%s: %s" % (self.code, self.description)
 
 
+def call_error(msg):
+    """The CallError of a CALLERROR frame we received, [4, id, errorCode,
+    errorDescription, errorDetails]: a field missing or of the wrong type reads
+    as GenericError, "" or {}; an older code spelling as today's."""
+    code = msg[2] if len(msg) > 2 and type(msg[2]) is str else GENERIC_ERROR
+    desc = msg[3] if len(msg) > 3 and type(msg[3]) is str else ""
+    details = msg[4] if len(msg) > 4 and type(msg[4]) is dict else {}
+    return CallError(normal_code(code), desc[:255], details)
+
+
 def salvage(text):
     """(type id, message id) from the start of a frame that is not JSON, else None.
 
@@ -128,3 +150,13 @@ def salvage(text):
     if "\\" in mid:
         return None
     return kind, mid
+
+
+def readable_id(msg):
+    """The message id of a parsed frame (list) when it is one (a str of 1-36
+    characters), else "-1", the id of a CALLERROR for an unreadable frame."""
+    if len(msg) > 1:
+        mid = msg[1]
+        if type(mid) is str and 0 < len(mid) <= MAX_ID:
+            return mid
+    return "-1"

@@ -1,8 +1,9 @@
 """Rare OCPP-J frames, kept out of rpc.py (which every frame goes through) so that
 their code is imported only on first need: escaped surrogate pairs in incoming
 JSON, the head and the period count of a message too big to be read and its
-answer, an unreadable answer. The WebSocket side of the same cases (strict
-UTF-8, CESU-8 repair, skipping a message not kept) is net/wsrare.py.
+answer, a frame that is not JSON, an unreadable answer. The WebSocket side of
+the same cases (strict UTF-8, CESU-8 repair, skipping a message not kept) is
+net/wsrare.py.
 
 Imported on first need by rpc.py and the agent.
 """
@@ -15,6 +16,7 @@ from chargepilot.ocppj.errors import BadResponse, CallError, OcppError, salvage 
 _MAX_ACTION = const(64)
 _CALL = const(2)
 _CALLRESULT = const(3)
+_CALLERROR = const(4)
 
 
 def head(text):
@@ -79,8 +81,8 @@ def unicode_pairs(text):
                 if v < 0xDC00 and b[i + 6 : i + 8] == b"\\u":
                     w = _hex4(b, i + 8)
                 if not 0xDC00 <= w <= 0xDFFF:
-                    raise OcppError(errors.TYPE_CONSTRAINT_VIOLATION,
-                                    "string with a lone UTF-16 surrogate \\u%04X: not Unicode text" % v)
+                    raise OcppError(errors.TYPE_CONSTRAINT_VIOLATION, "string with a lone "
+                                    "UTF-16 surrogate \\u%04X: not Unicode text" % v)
                 out.append(b[start:i])
                 out.append(chr(0x10000 + ((v - 0xD800) << 10) + (w - 0xDC00)).encode())
                 start = i + 12
@@ -131,6 +133,30 @@ class PeriodScan:
                         self.most = self._n
                 p = buf.find(P, p + 1)
         self._tail = buf[-(len(A) - 1) :]
+
+
+def lone_surrogate(r, got, e):
+    """Rpc `r`'s `_classify` for a frame with a lone surrogate escape (`e`, from
+    unicode_pairs) whose head `got` (salvage) is readable: a CALL gets the
+    CALLERROR returned; an answer to our CALL ends it now (bad_answer)."""
+    if got[0] == _CALL:
+        return got[1], e.code, e.description
+    bad_answer(r, got[0], got[1], e.code, e.description)
+    return None
+
+
+def not_json(r, text):
+    """Rpc `r`'s `_classify` for a frame json.loads refused (ValueError,
+    RecursionError): the answer to send (id, code, description), or None when
+    there is none. The id and kind come from the frame's first bytes; an answer
+    to our CALL that cannot be read ends that CALL now (bad_answer)."""
+    got = _salvage(text)
+    if got is not None and got[0] == _CALL:
+        return got[1], errors.FORMAT_VIOLATION, "CALL is not valid JSON"
+    if got is not None and (got[0] == _CALLRESULT or got[0] == _CALLERROR):
+        bad_answer(r, got[0], got[1], errors.FORMAT_VIOLATION, "answer is not valid JSON")
+        return None
+    return "-1", errors.RPC_FRAMEWORK_ERROR, "frame is not valid JSON"
 
 
 async def dispatch_failed(r, text, e):

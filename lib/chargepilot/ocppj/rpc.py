@@ -10,8 +10,8 @@
   tasks, so the reader keeps reading while a handler or our own CALL waits.
 * Every problem with an incoming CALL becomes a CALLERROR with Part 4's code;
   a bad frame never ends `run()`.
-* `gate(action)` (optional) may raise OcppError to refuse a CSMS CALL, e.g.
-  `rpc.gate = refuse_all` while BootNotification is Rejected (B03.FR.08).
+* `gate(action)` (optional) may raise OcppError to refuse a CSMS CALL, e.g. all
+  while BootNotification is Rejected (B03.FR.08: registration.refuse_all).
 * `on_frame(direction, text)` ("in"/"out") sees every frame for a timeline;
   text is None for a frame sent in pieces (pieces.py: there was no heap block
   for its text).
@@ -27,46 +27,24 @@ from chargepilot.ocppj import errors
 from chargepilot.base import log as _log
 from chargepilot.ocppj.errors import (  # noqa: F401  (re-exported: rpc.CallError, ...)
     BadResponse, CallError, CallTimeout, ClosedAfterSend, Disconnected, OcppError, RpcError,
-    salvage as _salvage)
+    call_error, normal_code, readable_id, salvage as _salvage)
 
 CALL = const(2)
 CALLRESULT = const(3)
 CALLERROR = const(4)
 
 _TAG = "rpc"
-_MAX_ID = const(36)
-_MAX_DESC = const(255)
-# Follow-up work (reports after a GetChargingProfiles answer) alive at once, at
-# most; they queue for the one outstanding CALL (call()'s lock), so at most this
-# many reports are built and waiting. A CALL whose follow-up finds them all taken
-# is answered with a CALLERROR instead (handlers that return follow-ups only
-# read: nothing was accepted).
+# Follow-up work (reports after a GetChargingProfiles answer) alive at once, at most; they
+# queue for the one outstanding CALL (call()'s lock), so at most this many reports are built
+# and waiting. A CALL whose follow-up finds them all taken is answered with a CALLERROR
+# instead (handlers that return follow-ups only read: nothing was accepted).
 MAX_FOLLOW_UPS = const(4)
-# Older spellings accepted in CALLERRORs we receive; we always send the Ed.3 ones.
-_ALIASES = {
-    "OccurenceConstraintViolation": errors.OCCURRENCE_CONSTRAINT_VIOLATION,
-    "FormationViolation": errors.FORMAT_VIOLATION,
-}
-
-
-_CODES = errors.CODES
-
-
-def refuse_all(action):
-    """A ready gate for rpc.gate while BootNotification is Rejected (B03.FR.08)."""
-    raise OcppError(errors.SECURITY_ERROR, "BootNotification not accepted; %s refused" % action[:40])
-
-
-def normal_code(code):
-    """A received errorCode in today's spelling."""
-    return _ALIASES.get(code, code)
 
 
 def unicode_text(text):
-    """The frame text with every escaped UTF-16 surrogate pair (how CPython's
-    json.dumps sends any emoji) replaced by the character itself; OcppError
-    (TypeConstraintViolation) for a lone surrogate escape (framefix.unicode_pairs).
-    Text without one is returned as it is, at the cost of two finds."""
+    """The frame text with every escaped UTF-16 surrogate pair (how CPython's json.dumps
+    sends any emoji) made the character itself, OcppError for a lone one (framefix.
+    unicode_pairs says why); text without one as it is, at the cost of two finds."""
     if text.find("\\ud") < 0 and text.find("\\uD") < 0:
         return text
     from chargepilot.ocppj import framefix
@@ -74,12 +52,9 @@ def unicode_text(text):
     return framefix.unicode_pairs(text)
 
 
-def _readable_id(msg):
-    if len(msg) > 1:
-        mid = msg[1]
-        if type(mid) is str and 0 < len(mid) <= _MAX_ID:
-            return mid
-    return "-1"
+def _internal(mid, description):
+    """The text of a CALLERROR InternalError for `mid`, sent for an answer that cannot go."""
+    return json.dumps([CALLERROR, mid, errors.INTERNAL_ERROR, description, {}])
 
 
 class Rpc:
@@ -137,27 +112,24 @@ class Rpc:
             if self.closed:
                 raise Disconnected("connection closed; %s not sent" % action)
             mid = self._next_id()
+            frame = [CALL, mid, action, payload]
             # CPython's json.dumps escapes a lone surrogate: refused here (OcppError)
             # as wsframe.encode refuses MicroPython's raw one (ValueError)
             try:
-                text = unicode_text(json.dumps([CALL, mid, action, payload]))
-            except MemoryError:  # no block of its size: sent in pieces below
+                text = unicode_text(json.dumps(frame))
+            except MemoryError:  # no block of its size: sent in pieces (_out)
                 text = None
             self._event = asyncio.Event()
             self._answer = None
             self._waiting = mid
             try:
-                self._frame("out", text)
                 try:
-                    if text is None:
-                        await self._send_pieces([CALL, mid, action, payload])
-                    else:
-                        await self.ws.send(text)
+                    await self._out(text, frame)
                 except ValueError:  # not Unicode text (wsframe.encode): never sendable
                     raise
                 except Exception as e:
                     raise Disconnected("%s not sent: %s" % (action, e))
-                text = None  # sent: not kept while the answer is awaited
+                text = frame = None  # sent: not kept while the answer is awaited
                 try:
                     await asyncio.wait_for_ms(self._event.wait(), timeout_ms)
                 except asyncio.TimeoutError:
@@ -187,19 +159,17 @@ class Rpc:
         kind = msg[0]
         name = "CALLRESULT" if kind == CALLRESULT else "CALLERROR"
         mid = msg[1] if len(msg) > 1 else None
-        if self._waiting is None or type(mid) is not str or mid != self._waiting or self._answer is not None:
+        if self._waiting is None or mid != self._waiting or self._answer is not None:
             self.log.warn(_TAG, "%s for unexpected id %s dropped" % (name, repr(mid)[:40]))
             return
         if kind == CALLRESULT:
             if len(msg) != 3 or type(msg[2]) is not dict:
-                self._finish(BadResponse(errors.RPC_FRAMEWORK_ERROR, "CALLRESULT is not [3, id, {payload}]"))
+                self._finish(BadResponse(errors.RPC_FRAMEWORK_ERROR,
+                                         "CALLRESULT is not [3, id, {payload}]"))
             else:
                 self._finish(msg)
             return
-        code = msg[2] if len(msg) > 2 and type(msg[2]) is str else errors.GENERIC_ERROR
-        desc = msg[3] if len(msg) > 3 and type(msg[3]) is str else ""
-        details = msg[4] if len(msg) > 4 and type(msg[4]) is dict else {}
-        self._finish(CallError(normal_code(code), desc[:_MAX_DESC], details))
+        self._finish(call_error(msg))
 
     # ------------------------------------------------------------ reading
 
@@ -234,8 +204,7 @@ class Rpc:
                 self._finish(ClosedAfterSend("connection ended before the answer"))
 
     def _log_safe(self, msg, e):
-        """Log from the read loop; out of memory for the line itself, say nothing
-        rather than end the loop."""
+        """Log from the read loop; no memory for the line: say nothing, not end the loop."""
         try:
             self.log.warn(_TAG, "%s: %s: %s" % (msg, type(e).__name__, e))
         except Exception:
@@ -264,13 +233,10 @@ class Rpc:
                 text = unicode_text(text)  # the same strings on both runtimes
             except OcppError as e:  # a lone surrogate
                 got = _salvage(text)
-                if got is not None and got[0] == CALL:
-                    return got[1], e.code, e.description
-                if got is not None:
+                if got is not None:  # a CALL answered, or our CALL ended (framefix)
                     from chargepilot.ocppj import framefix
 
-                    framefix.bad_answer(self, got[0], got[1], e.code, e.description)
-                    return None
+                    return framefix.lone_surrogate(self, got, e)
                 # Not a recognisable frame: what is wrong with it is its shape,
                 # or that it is not JSON at all, as for any other text.
             msg = json.loads(text)
@@ -279,19 +245,13 @@ class Rpc:
             if got is not None and got[0] != CALL:
                 return None
             return (got[1] if got else "-1"), E.INTERNAL_ERROR, "out of memory reading the frame"
-        except Exception:  # ValueError, RecursionError
-            got = _salvage(text)
-            if got is not None and got[0] == CALL:
-                return got[1], E.FORMAT_VIOLATION, "CALL is not valid JSON"
-            if got is not None and (got[0] == CALLRESULT or got[0] == CALLERROR):
-                from chargepilot.ocppj import framefix
+        except Exception:  # ValueError, RecursionError: not JSON
+            from chargepilot.ocppj import framefix
 
-                framefix.bad_answer(self, got[0], got[1], E.FORMAT_VIOLATION, "answer is not valid JSON")
-                return None
-            return "-1", E.RPC_FRAMEWORK_ERROR, "frame is not valid JSON"
+            return framefix.not_json(self, text)
         if type(msg) is not list or not msg:
             return "-1", E.RPC_FRAMEWORK_ERROR, "frame is not a non-empty JSON array"
-        rid = _readable_id(msg)
+        rid = readable_id(msg)
         kind = msg[0]
         if type(kind) is bool or type(kind) is not int:
             return rid, E.RPC_FRAMEWORK_ERROR, "MessageTypeId is not a number"
@@ -347,18 +307,19 @@ class Rpc:
             after = None
             if type(resp) is tuple and len(resp) == 2:
                 resp, after = resp  # (payload, work to start once the answer is out)
-            if type(resp) is not dict:
-                self.log.error(_TAG, "%s handler returned %s, not a dict" % (action, type(resp).__name__))
-                await self._error(mid, errors.INTERNAL_ERROR, "%s handler returned no payload" % action)
-                return
-            try:
+            try:  # no payload at all is an invalid one too
+                if type(resp) is not dict:
+                    raise TypeError("%s handler returned %s, not a dict"
+                                    % (action, type(resp).__name__))
                 self.validator.check(action, "Response", resp)
             except Exception as e:
                 self.log.error(_TAG, "invalid %sResponse not sent: %s" % (action, e))
-                await self._error(mid, errors.INTERNAL_ERROR, "%sResponse failed validation" % action)
+                await self._error(mid, errors.INTERNAL_ERROR,
+                                  "%sResponse failed validation" % action)
                 return
             if after is not None and self._follow >= MAX_FOLLOW_UPS:
-                await self._error(mid, errors.GENERIC_ERROR, "busy: earlier reports still waiting; try later")
+                await self._error(mid, errors.GENERIC_ERROR,
+                                  "busy: earlier reports still waiting; try later")
                 return
             await self._send([CALLRESULT, mid, resp])
             if after is not None:
@@ -382,50 +343,49 @@ class Rpc:
 
     async def _error(self, mid, code, description):
         code = normal_code(code)
-        if code not in _CODES:
-            self.log.warn(_TAG, "error code %r is not an OCPP-J code; sent as GenericError" % (code,))
+        if code not in errors.CODES:
+            self.log.warn(_TAG, "error code %r is not an OCPP-J code; sent as GenericError"
+                          % (code,))
             code = errors.GENERIC_ERROR
         if type(description) is not str:
             description = ""
-        await self._send([CALLERROR, mid, code, description[:_MAX_DESC], {}])
-
-    async def _send_pieces(self, frame):
-        """`frame` sent in pieces: there was no heap block for its text."""
-        from chargepilot.net import pieces
-
-        await pieces.send_json(self.ws, frame, self.log, _TAG)
+        await self._send([CALLERROR, mid, code, description[:255], {}])  # Part 4: <= 255
 
     async def _send(self, frame):
+        """Send an answer (CALLRESULT or CALLERROR). What cannot go as it is (no
+        memory for it even in pieces, not serialisable, not Unicode) becomes a
+        CALLERROR InternalError: the CSMS is told, never left waiting."""
+        mid = frame[1]
         try:
             text = json.dumps(frame)
-        except MemoryError:
-            self._frame("out", None)
+        except MemoryError:  # no heap block of its size: sent in pieces (_out)
+            text = None
+        except Exception as e:
+            self.log.exception(_TAG, "frame not serialisable", e)
+            text = _internal(mid, "response not serialisable")
+        for _ in (0, 1):  # the answer, then at most one CALLERROR in its place
             try:
-                await self._send_pieces(frame)
+                await self._out(text, frame)
                 return
-            except MemoryError as e:  # not even in pieces: the CSMS is told
-                self.log.warn(_TAG, "answer to %s not sent: %s" % (frame[1], e))
-                text = json.dumps([CALLERROR, frame[1], errors.INTERNAL_ERROR, "no memory for the answer", {}])
+            except ValueError:  # a string that is not Unicode (wsframe.encode)
+                text = _internal(mid, "answer is not Unicode")
+            except MemoryError as e:  # not sent at all, not even in pieces
+                self.log.warn(_TAG, "answer to %s not sent: %s" % (mid, e))
+                text = _internal(mid, "no memory for the answer")
             except Exception as e:
                 self.log.warn(_TAG, "send failed: %s" % e)
                 return
-        except Exception as e:
-            self.log.exception(_TAG, "frame not serialisable", e)
-            text = json.dumps([CALLERROR, frame[1], errors.INTERNAL_ERROR, "response not serialisable", {}])
+
+    async def _out(self, text, frame):
+        """`text` to the socket, shown to on_frame; None: `frame` (a list) in
+        pieces, as there was no heap block for its text (net/pieces.py)."""
         self._frame("out", text)
-        try:
+        if text is not None:
             await self.ws.send(text)
-        except ValueError:  # a string that is not Unicode (wsframe.encode)
-            await self.ws.send(json.dumps([CALLERROR, frame[1], errors.INTERNAL_ERROR, "answer is not Unicode", {}]))
-        except MemoryError as e:  # not sent at all, not even in pieces (ws.send): say so
-            self.log.warn(_TAG, "answer to %s not sent: %s" % (frame[1], e))
-            try:
-                await self.ws.send(json.dumps([CALLERROR, frame[1], errors.INTERNAL_ERROR,
-                                               "no memory for the answer", {}]))
-            except Exception as e2:
-                self.log.warn(_TAG, "send failed: %s" % e2)
-        except Exception as e:
-            self.log.warn(_TAG, "send failed: %s" % e)
+            return
+        from chargepilot.net import pieces
+
+        await pieces.send_json(self.ws, frame, self.log, _TAG)
 
     def _frame(self, direction, text):
         if self.on_frame is not None:

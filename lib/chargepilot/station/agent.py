@@ -1,48 +1,40 @@
-"""The connection manager and core station behaviour (B01-B04, G01-G02, Part 4 §5).
+"""The connection manager: one `Agent` keeps the station connected to its CSMS.
 
-One `Agent` keeps the station connected: connect (percent-encoded identity,
-subprotocol ocpp2.0.1, Basic auth), BootNotification until Accepted (Pending:
-retry after `interval` and answer the CSMS; Rejected: send nothing until
-`interval`, answer every CSMS CALL with SecurityError), then StatusNotification
-for every connector, Heartbeat after HeartbeatInterval of silence (any outgoing
-frame resets the timer), clock sync from `currentTime`. A dead connection is
-found by WebSocketPingInterval pings (no frame back within MessageTimeout) and
-by CALL timeouts; reconnects use the RetryBackOff variables. After a reconnect
-BootNotification is only sent again when it was never Accepted or its content
-changed (Part 4 §5.3); then StatusNotification (all connectors after more than
-OfflineThreshold offline, else the changed ones) and a Heartbeat.
+Its states, described here and nowhere else (ocpp/registration.py speaks the
+messages, station/link.py decides where and how to connect):
 
-Where it connects: the first slot of OCPPCommCtrlr.NetworkConfigurationPriority
-(netprofile.py: SetNetworkProfile slots; slot 1 without stored data is `cfg`'s
-url with SecurityProfile and MessageTimeout). A new priority is tried from the
-next connection attempt and rolled back like new credentials (_attempt_done).
+  connecting  `_open`: the first slot of NetworkConfigurationPriority (slot 1
+              without stored data: `cfg`'s url, SecurityProfile, MessageTimeout),
+              percent-encoded identity, subprotocol ocpp2.0.1, Basic auth; refused
+              or unreachable -> back-off. New settings on trial are kept once
+              connected, rolled back after refusals (link.py `_attempt_done`).
+  booting     BootNotification until Accepted (Pending: again after `interval`,
+              CSMS CALLs answered; Rejected: nothing sent until `interval`, every
+              CSMS CALL answered SecurityError). After a reconnect only when never
+              Accepted, its content changed (Part 4 §5.3) or the network profile
+              did (B10.FR.10); else StatusNotification (all connectors after more
+              than OfflineThreshold offline, the changed ones otherwise), Heartbeat.
+  online      Accepted (`online`): StatusNotification of each connector, Heartbeat
+              after HeartbeatInterval of silence (any frame out resets it), the
+              clock from `currentTime`, the outbox sent in order, `call`.
+  lost        no frame back within MessageTimeout of a WebSocketPingInterval ping,
+              a CALL timeout, the socket closed -> back-off, then connecting.
+  back-off    the RetryBackOff wait (at least link.MIN_ATTEMPT_MS); only stop()
+              shortens it, so a fleet does not reconnect at once.
+  stopped     stop(): the socket closed, run() returns.
 """
 
 import asyncio
 import time
-
-from micropython import const
 
 from chargepilot.net import backoff, ws
 from chargepilot.ocppj import rpc
 from chargepilot.ocpp import handlers_core, netprofile
 from chargepilot.base import log
 from chargepilot.ocpp.registration import Registration
-from chargepilot.station.link import Link, quote
+from chargepilot.station.link import Link
 
 _TAG = "agent"
-_MIN_BYTES = const(2048)  # BytesPerMessage bounds (_message_budget)
-_MAX_BYTES = const(65536)
-# Frames up to this size are taken off the wire (those over BytesPerMessage in
-# small chunks, never kept); beyond it the WebSocket closes with 1009.
-_MAX_FRAME = const(1048576)
-
-
-def _period_scan():
-    """A scanner for a message too big to be kept (ws `scan`): framefix only then."""
-    from chargepilot.ocppj import framefix
-
-    return framefix.PeriodScan()
 
 
 class Agent(Link, Registration):
@@ -62,7 +54,6 @@ class Agent(Link, Registration):
             raise ValueError("agent: no station identity (--id)")
         if ":" in self.identity or len(self.identity) > 48:
             raise ValueError("agent: identity must be at most 48 characters without ':'")
-        self.url = cfg["url"].rstrip("/") + "/" + quote(self.identity)
         self.backoff = backoff.Backoff(dm.get("RetryBackOffWaitMinimum"),
                                        dm.get("RetryBackOffRandomRange"),
                                        dm.get("RetryBackOffRepeatTimes"), rand)
@@ -80,8 +71,7 @@ class Agent(Link, Registration):
         self._profile = None  # security profile of the current connection
         self._link = None  # (slot, url) of the last successful connection (B10.FR.10)
         self.slot, conn = self._target()  # slot of the current (or last tried) connection
-        if conn is not None:
-            self.url = conn[0].rstrip("/") + "/" + quote(self.identity)
+        self.url = self._csms_url(conn[0] if conn is not None else cfg["url"])
         self.registration = None  # None | "Accepted" | "Pending" | "Rejected"
         self.boot_reason = cfg.get("boot_reason", "PowerUp")
         self._accepted_boot = None  # the chargingStation that was Accepted
@@ -92,8 +82,8 @@ class Agent(Link, Registration):
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._last_tx = time.ticks_ms()
-        self.connections = 0  # successful connections (tests, logs)
-        self.on_frame = None  # optional hook (direction, text) for a timeline (text None: sent in pieces)
+        # optional hook (direction, text) for a timeline (text None: sent in pieces)
+        self.on_frame = None
         # optional outbox.Outbox (loaded): CALLs that must not be lost, sent in
         # order whenever online (queue_call puts, _online drains)
         self.outbox = None
@@ -112,44 +102,11 @@ class Agent(Link, Registration):
                                    self.dm.get("RetryBackOffRepeatTimes"))
         self._wake.set()  # heartbeat / ping intervals are re-read by the loops
 
-    def _message_budget(self, fixed=None):
-        """DeviceDataCtrlr.BytesPerMessage (and ItemsPerMessage) from the heap: a
-        CALL is kept and parsed only when it is at most this big. Decoding a
-        JSON text of n bytes takes several times n (the frame, its str, one
-        object per value: ~8x for dense charging periods), so a sixteenth of the
-        free heap, 2 KB..64 KB; CPython (no gc.mem_free) gets 64 KB. `fixed` (cfg
-        bytes_per_message) replaces the estimate. Bigger CALLs are answered
-        without being parsed (rpc.Rpc._too_big)."""
-        if fixed is None:
-            fixed = _MAX_BYTES
-            import sys
-
-            if sys.implementation.name == "micropython":  # CPython's shim says 0
-                import gc
-
-                gc.collect()
-                fixed = gc.mem_free() // 16
-        n = max(_MIN_BYTES, min(_MAX_BYTES, fixed))
-        items = max(4, min(100, n // 512))  # a result item is a few hundred bytes of JSON
-        for action in ("GetVariables", "SetVariables"):
-            self.dm.set_local("BytesPerMessage" + action, n, False)
-            self.dm.set_local("ItemsPerMessage" + action, items, False)
-        return n
-
-    def _oversize(self, action, scan):
-        from chargepilot.ocppj import framefix
-
-        return framefix.too_many_periods(self.dm, action, scan)
-
     def _frame(self, direction, text):
         if direction == "out":
             self._last_tx = time.ticks_ms()
         if self.on_frame is not None:
             self.on_frame(direction, text)
-
-    def _gate(self, action):
-        if self.registration == "Rejected":
-            rpc.refuse_all(action)
 
     @property
     def online(self):
@@ -163,10 +120,9 @@ class Agent(Link, Registration):
         Raises rpc.Disconnected when offline or not Accepted (B01.FR.08: nothing
         but BootNotification before Accepted), else what rpc.call raises.
         """
-        r = self.rpc
-        if r is None or r.closed or self.registration != "Accepted":
+        if not self.online:
             raise rpc.Disconnected("%s not sent: station offline or not accepted" % action)
-        return await r.call(action, payload, timeout_ms)
+        return await self.rpc.call(action, payload, timeout_ms)
 
     def queue_call(self, action, payload, key=None):
         """Queue a CALL that must not be lost (TransactionEvent, NotifyChargingLimit,
@@ -247,7 +203,7 @@ class Agent(Link, Registration):
             why = ("not connecting: network profile slot %d (NetworkConfigurationPriority) is empty"
                    % slot)
         else:
-            self.url = conn[0].rstrip("/") + "/" + quote(self.identity)
+            self.url = self._csms_url(conn[0])
             self._timeout_s = conn[2]
             ctx = self.ssl_context if self.url[:6].lower() == "wss://" else None
             why = self.security_problem(conn[1], self.url)
@@ -257,9 +213,7 @@ class Agent(Link, Registration):
                 try:
                     sock = await ws.connect(self.url, ("ocpp2.0.1",), self._headers(conn[1]), ctx,
                                             timeout_ms=self.message_timeout_s() * 1000)
-                    sock.max_message = _MAX_FRAME
-                    sock.keep_max = self.bytes_per_message
-                    sock.scan = _period_scan
+                    self._limits(sock)
                     self._profile = conn[1]
                     return sock, None
                 except Exception as e:  # WebSocketError, OSError, MemoryError...
@@ -288,7 +242,6 @@ class Agent(Link, Registration):
             self._attempt_done(None)
             self._connected()
             self.backoff.reset()
-            self.connections += 1
             try:
                 await self._session(sock)
             except Exception as e:

@@ -1,13 +1,15 @@
 """Where and how the station connects: the security profile (A00/A01: ws:// or
 wss://, Basic auth, client certificate, never a downgrade), the network profile
-slot the next attempt uses (B09/B10: NetworkConfigurationPriority's first), and
-the trial of new connection settings (kept once connected, rolled back after
-NetworkProfileConnectionAttempts refusals).
+slot the next attempt uses (B09/B10: NetworkConfigurationPriority's first), the
+trial of new connection settings (kept once connected, rolled back after
+NetworkProfileConnectionAttempts refusals), and how big a message the
+connection takes in (BytesPerMessage from the free heap; a bigger one is
+counted, never kept, and answered without being parsed).
 
 `Link` is the part of station/agent.Agent that decides this (the connection
-itself is agent.py's); the fields it uses (dm, cfg, url, ssl_context, networks,
-identity, slot, _timeout_s, _profile, _link, _accepted_boot) are set by
-Agent.__init__.
+itself and its states are agent.py's); the fields it uses (dm, cfg, url,
+ssl_context, networks, identity, slot, _timeout_s, _profile, _link,
+_accepted_boot, bytes_per_message) are set by Agent.__init__.
 """
 
 from micropython import const
@@ -20,6 +22,11 @@ _TAG = "agent"
 # refusal that awaits nothing (the station's own security checks) would otherwise
 # spin the event loop and starve the control loop that feeds the watchdog.
 MIN_ATTEMPT_MS = const(100)
+_MIN_BYTES = const(2048)  # BytesPerMessage bounds (_message_budget)
+_MAX_BYTES = const(65536)
+# Frames up to this size are taken off the wire (those over BytesPerMessage in
+# small chunks, never kept); beyond it the WebSocket closes with 1009.
+_MAX_FRAME = const(1048576)
 _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 
 
@@ -42,8 +49,19 @@ def basic_auth(identity, password):
     return "Basic " + binascii.b2a_base64(raw).decode().strip()
 
 
+def _period_scan():
+    """A scanner for a message too big to be kept (ws `scan`): framefix only then."""
+    from chargepilot.ocppj import framefix
+
+    return framefix.PeriodScan()
+
+
 class Link:
     """See the module doc; mixed into Agent."""
+
+    def _csms_url(self, base):
+        """The station's URL at the CSMS endpoint `base`: base/<identity>."""
+        return base.rstrip("/") + "/" + quote(self.identity)
 
     def _headers(self, profile=None):
         p = self.dm.get("SecurityProfile") if profile is None else profile
@@ -144,6 +162,43 @@ class Link:
                          "now" % (p, self.slot))
             except (ValueError, OSError) as e:
                 log.error(_TAG, "security profile %d not stored: %s" % (p, e))
+
+    def _message_budget(self, fixed=None):
+        """DeviceDataCtrlr.BytesPerMessage (and ItemsPerMessage) from the heap: a
+        CALL is kept and parsed only when it is at most this big. Decoding a
+        JSON text of n bytes takes several times n (the frame, its str, one
+        object per value: ~8x for dense charging periods), so a sixteenth of the
+        free heap, 2 KB..64 KB; CPython (no gc.mem_free) gets 64 KB. `fixed` (cfg
+        bytes_per_message) replaces the estimate. Bigger CALLs are answered
+        without being parsed (ocppj/framefix.too_big)."""
+        if fixed is None:
+            fixed = _MAX_BYTES
+            import sys
+
+            if sys.implementation.name == "micropython":  # CPython's shim says 0
+                import gc
+
+                gc.collect()
+                fixed = gc.mem_free() // 16
+        n = max(_MIN_BYTES, min(_MAX_BYTES, fixed))
+        items = max(4, min(100, n // 512))  # a result item is a few hundred bytes of JSON
+        for action in ("GetVariables", "SetVariables"):
+            self.dm.set_local("BytesPerMessage" + action, n, False)
+            self.dm.set_local("ItemsPerMessage" + action, items, False)
+        return n
+
+    def _limits(self, sock):
+        """A new connection's message limits: frames up to _MAX_FRAME read, those
+        over BytesPerMessage not kept, their charging periods counted."""
+        sock.max_message = _MAX_FRAME
+        sock.keep_max = self.bytes_per_message
+        sock.scan = _period_scan
+
+    def _oversize(self, action, scan):
+        """The Rpc's answer to a CALL too big to be kept (framefix.too_many_periods)."""
+        from chargepilot.ocppj import framefix
+
+        return framefix.too_many_periods(self.dm, action, scan)
 
     def _attempt_done(self, why):
         """After a connection attempt (why None = connected): end or count a trial of new
