@@ -111,6 +111,24 @@ class Meter:
             return None
         return self.values(evse_id, self.dm.get(key), ctx, offered, now)
 
+    def power_loss(self, action, p):
+        """The Ended that transactions.recover() sends at boot for a transaction a
+        power cut interrupted (stoppedReason PowerLoss, no meterValue yet) gets
+        the TxEndedMeasurands read now (J02; the register survived the cut)."""
+        if action != "TransactionEvent" or "meterValue" in p:
+            return
+        info = p.get("transactionInfo")
+        if type(info) is not dict or info.get("stoppedReason") != "PowerLoss":
+            return
+        try:
+            mv = self.for_event(p["evse"]["id"], "Ended", "AbnormalCondition", 0,
+                                self.clock.now())
+        except Exception as e:
+            log.exception(_TAG, "meter values of a power loss Ended", e)
+            return
+        if mv:
+            p["meterValue"] = mv
+
     def tick(self, txs):
         """Periodic Updated (MeterValuePeriodic) every TxUpdatedInterval s per running
         transaction; 0 = off. Call about once a second."""

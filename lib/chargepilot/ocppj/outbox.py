@@ -105,6 +105,13 @@ class Outbox(QueueFile):
         """True when drain() would send something now."""
         return bool(self._idx) and not self._busy and not self._held()
 
+    def has_room(self, nbytes):
+        """Whether a message of `nbytes` (its record) is taken now by put() without
+        the room reserved for `reserve_for` (count and bytes): what a sender that
+        holds messages checks before it lets one go, so none is refused (lost)."""
+        return (len(self) < self.max_count - self.reserve_count
+                and self.bytes() + nbytes <= self.max_bytes - self.reserve_bytes)
+
     def _held(self):
         h = self._hold
         if h is None:

@@ -205,27 +205,12 @@ class Station(Problems):
         self._reporter = None
         _forget_module("ocpp", "basereport")
 
-    def _power_loss_meter(self, p):
-        # The Ended that transactions.recover() sends at boot for a transaction a
-        # power cut interrupted: it carries the TxEndedMeasurands read now (J02;
-        # the register survived the cut).
-        info = p.get("transactionInfo")
-        if type(info) is not dict or info.get("stoppedReason") != "PowerLoss":
-            return
-        try:
-            mv = self.meter.for_event(p["evse"]["id"], "Ended", "AbnormalCondition", 0,
-                                      self.clock.now())
-        except Exception as e:
-            log.exception(_TAG, "meter values of a power loss Ended", e)
-            return
-        if mv:
-            p["meterValue"] = mv
-
     # ------------------------------------------------------------ boot
 
     def load(self):
         """Read the store and install every valid profile; problems are reported
-        to the CSMS once, as NotifyEvent, when the station is first online."""
+        to the CSMS once, as NotifyEvent, when the station is first online
+        (problems.py)."""
         problems = self.smart.load()
         self.ctl.set_store_ok(self.smart.store_ok)
         for name, reason in problems:
@@ -246,32 +231,11 @@ class Station(Problems):
         for name, reason in txp:
             log.warn(_TAG, "running transactions: %s: %s" % (name, reason))
         availability.apply(self.avail, self.txs)  # G03/G04: kept across reboots
-        for text in self.avail.problems:
-            self._notify_event({"name": "ChargingStation"}, "Problem", "true", text)
-        # (logged by netprofile when it loaded)
-        nets = [(netprofile.FILE, reason) for reason in self.networks.problems]
         log.info(_TAG, "%d profiles installed from flash, %d messages waiting to be sent"
                  % (len(self.profiles), len(self.outbox)))
-        # Reported through the outbox itself: in flash now, sent once when online.
-        for name, reason in problems:
-            self._notify_event({"name": "SmartChargingCtrlr"}, "Problem", "true",
-                               "stored profile %s set aside: %s" % (name, reason))
-        for name, reason in queued:
-            self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
-                               "queued message %s set aside: %s" % (name, reason))
-        for name, reason in txp:
-            self._notify_event({"name": "TxCtrlr"}, "Problem", "true",
-                               "running transactions %s: %s" % (name, reason))
-        for name, reason in nets:
-            self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
-                               "network profiles: %s" % reason)
-        # settings.json set aside (integrity check failed: defaults in use) or
-        # entries it could not use: one event, the CSMS can set them again
-        dmp = getattr(self.dm, "problems", None)
-        if dmp:
-            self._notify_event({"name": "DeviceDataCtrlr"}, "Problem", "true",
-                               "settings: %s" % "; ".join(dmp[:4]))
-        return problems + queued + txp + nets
+        self._report_loaded(problems, queued, txp)
+        # (network profiles: logged by netprofile when it loaded)
+        return problems + queued + txp + [(netprofile.FILE, r) for r in self.networks.problems]
 
     def _queued(self):
         # the outbox's messages one at a time; an unreadable one ends the walk
@@ -380,8 +344,7 @@ class Station(Problems):
     def send(self, action, payload):
         """Queue a station CALL in the outbox (flash); sent in order when online.
         A full outbox refuses it: logged and counted there, reported when online."""
-        if action == "TransactionEvent" and "meterValue" not in payload:
-            self._power_loss_meter(payload)
+        self.meter.power_loss(action, payload)
         try:
             self.agent.queue_call(action, payload)
         except Exception as e:
@@ -391,8 +354,7 @@ class Station(Problems):
         """Transactions' send: like send(), but a refusal (full outbox, failed
         flash write) raises, so transactions keeps a recovered Ended (PowerLoss)
         in its file for the next boot instead of forgetting it."""
-        if action == "TransactionEvent" and "meterValue" not in payload:
-            self._power_loss_meter(payload)
+        self.meter.power_loss(action, payload)
         self.agent.queue_call(action, payload)
 
     def _attempt_rule(self, action):
@@ -403,12 +365,6 @@ class Station(Problems):
                 self.dm.get("MessageAttemptIntervalTransactionEvent") * 1000)
 
     def _outbox_room(self, payload):
-        """Whether the outbox takes `payload` now (its count and bytes, less what
-        is reserved for ClearedChargingLimit): transactions releases held events
-        only while this holds, so none is refused (and lost) on release."""
-        ob = self.outbox
-        if ob is None:
-            return True
-        need = len(json.dumps(payload)) + 64  # + the record's frame
-        return (len(ob) < OUTBOX_MAX - ob.reserve_count
-                and ob.bytes() + need <= ob.max_bytes - ob.reserve_bytes)
+        """transactions' `has_room`: it releases held events only while the outbox
+        takes them (Outbox.has_room), so none is refused (and lost) on release."""
+        return self.outbox.has_room(len(json.dumps(payload)) + 64)  # + the record's frame

@@ -1,11 +1,13 @@
 """What goes wrong at a station, told to the CSMS: NotifyEvent (N07 alerting,
-component OCPPCommCtrlr and the others, variable Problem) for a queued message
-the outbox gave up or the CSMS refused, for events dropped while the clock was
-unknown, and for messages the full outbox refused; a NotifyEvent queued before
-the clock was known is stamped when it is sent, never with an invented time.
+component OCPPCommCtrlr and the others, variable Problem) for what the boot
+found damaged or unusable, for a queued message the outbox gave up or the CSMS
+refused, for events dropped while the clock was unknown, and for messages the
+full outbox refused; a NotifyEvent queued before the clock was known is stamped
+when it is sent, never with an invented time.
 
 `Problems` is the part of station/app.Station that does this; the fields it uses
-(outbox, clock, txs, smart, _event_id, _event_seq, send) are Station's.
+(outbox, clock, txs, smart, avail, networks, dm, _event_id, _event_seq, send)
+are Station's.
 """
 
 from micropython import const
@@ -18,6 +20,30 @@ _DROP_NOTE_BYTES = const(1024)  # room a held-drops NotifyEvent needs in the out
 
 class Problems:
     """See the module doc; mixed into Station."""
+
+    def _report_loaded(self, problems, queued, txp):
+        """What Station.load() found (stored profiles, queued messages, running
+        transactions set aside; availability, network profiles, settings it could
+        not use): one NotifyEvent each, in the outbox now, sent once online."""
+        for text in self.avail.problems:
+            self._problem("ChargingStation", text)
+        for name, reason in problems:
+            self._problem("SmartChargingCtrlr", "stored profile %s set aside: %s" % (name, reason))
+        for name, reason in queued:
+            self._problem("OCPPCommCtrlr", "queued message %s set aside: %s" % (name, reason))
+        for name, reason in txp:
+            self._problem("TxCtrlr", "running transactions %s: %s" % (name, reason))
+        for reason in self.networks.problems:
+            self._problem("OCPPCommCtrlr", "network profiles: %s" % reason)
+        # settings.json set aside (integrity check failed: defaults in use) or
+        # entries it could not use: one event, the CSMS can set them again
+        dmp = getattr(self.dm, "problems", None)
+        if dmp:
+            self._problem("DeviceDataCtrlr", "settings: %s" % "; ".join(dmp[:4]))
+
+    def _problem(self, component, text):
+        """NotifyEvent: the component named `component` has a Problem, `text`."""
+        self._notify_event({"name": component}, "Problem", "true", text)
 
     def _discarded(self, n, action, payload, reason):
         """A queued message was discarded (outbox.on_discard). For a
@@ -32,8 +58,7 @@ class Problems:
             tid = info.get("transactionId") if type(info) is dict else None
             what = "TransactionEvent %s seqNo %s of transaction %s" % (
                 payload.get("eventType"), payload.get("seqNo"), tid)
-        self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
-                           "%s discarded: %s" % (what, reason))
+        self._problem("OCPPCommCtrlr", "%s discarded: %s" % (what, reason))
 
     def report_held_drops(self):
         """Events that transactions / smart held while the clock was unknown
@@ -43,9 +68,7 @@ class Problems:
         are out then, and the NotifyEvent carries a real time)."""
         if self.clock.now_rfc3339() is None:
             return
-        ob = self.outbox
-        if (len(ob) >= ob.max_count - ob.reserve_count
-                or ob.bytes() + _DROP_NOTE_BYTES > ob.max_bytes - ob.reserve_bytes):
+        if not self.outbox.has_room(_DROP_NOTE_BYTES):
             # full (e.g. the held ones just released): tried again at the next poll,
             # once sending made room (no refused put, no flash write meanwhile)
             return
@@ -56,7 +79,7 @@ class Problems:
                 text = ("%d %s dropped while the clock was unknown (hold full); last: %s"
                         % (n, what, src.held_drop_last))
                 log.error(_TAG, text)
-                self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true", text)
+                self._problem("OCPPCommCtrlr", text)
                 src.held_dropped -= n
 
     def _stamp_late(self, action, payload):
@@ -95,7 +118,6 @@ class Problems:
         """After every (re)connection: report messages the full outbox refused."""
         ob = self.outbox
         if ob.dropped:
-            self._notify_event({"name": "OCPPCommCtrlr"}, "Problem", "true",
-                               "%d messages were not queued: outbox full (%s)"
-                               % (ob.dropped, ob.last_drop))
+            self._problem("OCPPCommCtrlr", "%d messages were not queued: outbox full (%s)"
+                          % (ob.dropped, ob.last_drop))
             ob.clear_dropped(ob.dropped)
