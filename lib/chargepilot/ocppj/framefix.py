@@ -5,7 +5,7 @@ answer, a frame that is not JSON, an unreadable answer. The WebSocket side of
 the same cases (strict UTF-8, CESU-8 repair, skipping a message not kept) is
 net/wsrare.py.
 
-Imported on first need by rpc.py and the agent.
+Imported on first need by rpc.py and station/link.py.
 """
 
 from micropython import const

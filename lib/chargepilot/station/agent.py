@@ -5,9 +5,9 @@ messages, station/link.py decides where and how to connect):
 
   connecting  `_open`: the first slot of NetworkConfigurationPriority (slot 1
               without stored data: `cfg`'s url, SecurityProfile, MessageTimeout),
-              percent-encoded identity, subprotocol ocpp2.0.1, Basic auth; refused
-              or unreachable -> back-off. New settings on trial are kept once
-              connected, rolled back after refusals (link.py `_attempt_done`).
+              percent-encoded identity, subprotocol ocpp2.0.1, the profile's auth;
+              refused or unreachable -> back-off. New settings on trial are kept
+              once connected, rolled back after refusals (link.py `_attempt_done`).
   booting     BootNotification until Accepted (Pending: again after `interval`,
               CSMS CALLs answered; Rejected: nothing sent until `interval`, every
               CSMS CALL answered SecurityError). After a reconnect only when never
