@@ -15,7 +15,7 @@ from devtest import raises, rmtree, run, tmpdir
 
 from chargepilot.store import atomic
 from chargepilot.base import log
-from chargepilot.ocppj import outbox, rpc
+from chargepilot.ocppj import errors, outbox, rpc
 from chargepilot.ocppj.errors import OcppError
 
 IS_MPY = sys.implementation.name == "micropython"
@@ -413,7 +413,7 @@ def test_callerror_payload_error_sets_aside_and_goes_on():
         ob.put("TransactionEvent", tx(i))
     with Lines() as lines:
         c = Csms({1: rpc.CallError("FormationViolation", "seqNo is not an integer")})
-        c.plan[1].code = rpc.normal_code(c.plan[1].code)  # as rpc.py hands it over
+        c.plan[1].code = errors.normal_code(c.plan[1].code)  # as rpc.py hands it over
         assert run(ob.drain(c.call)) == 2
     assert [p["seqNo"] for _a, p in c.got] == [0, 2] and len(ob) == 0
     assert ob.problems == [("m2.json", ob.problems[0][1])]

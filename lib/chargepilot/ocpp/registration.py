@@ -15,7 +15,7 @@ from micropython import const
 
 from chargepilot.base import log, rfc3339
 from chargepilot.ocppj import errors
-from chargepilot.ocppj.errors import BadResponse, CallError, OcppError
+from chargepilot.ocppj.errors import BadResponse, CallError
 
 _TAG = "agent"
 _MIN_RETRY_S = const(10)  # own anti-flood wait when the CSMS sends interval 0 (B02.FR.07)
@@ -29,8 +29,8 @@ _PILOT_STATUS = {"A": "Available", "B": "Occupied", "C": "Occupied", "D": "Occup
 def refuse_all(action):
     """Refuse a CSMS CALL while BootNotification is Rejected (B03.FR.08): the
     CSMS gets SecurityError (a gate of ocppj/rpc.Rpc)."""
-    raise OcppError(errors.SECURITY_ERROR, "BootNotification not accepted; %s refused"
-                    % action[:40])
+    raise errors.OcppError(errors.SECURITY_ERROR, "BootNotification not accepted; %s refused"
+                           % action[:40])
 
 
 class Registration:

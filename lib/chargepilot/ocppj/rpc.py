@@ -27,7 +27,7 @@ from chargepilot.ocppj import errors
 from chargepilot.base import log as _log
 from chargepilot.ocppj.errors import (  # noqa: F401  (re-exported: rpc.CallError, ...)
     BadResponse, CallError, CallTimeout, ClosedAfterSend, Disconnected, OcppError, RpcError,
-    call_error, normal_code, readable_id, salvage as _salvage)
+    salvage as _salvage)
 
 CALL = const(2)
 CALLRESULT = const(3)
@@ -50,11 +50,6 @@ def unicode_text(text):
     from chargepilot.ocppj import framefix
 
     return framefix.unicode_pairs(text)
-
-
-def _internal(mid, description):
-    """The text of a CALLERROR InternalError for `mid`, sent for an answer that cannot go."""
-    return json.dumps([CALLERROR, mid, errors.INTERNAL_ERROR, description, {}])
 
 
 class Rpc:
@@ -169,7 +164,7 @@ class Rpc:
             else:
                 self._finish(msg)
             return
-        self._finish(call_error(msg))
+        self._finish(errors.call_error(msg))
 
     # ------------------------------------------------------------ reading
 
@@ -251,7 +246,7 @@ class Rpc:
             return framefix.not_json(self, text)
         if type(msg) is not list or not msg:
             return "-1", E.RPC_FRAMEWORK_ERROR, "frame is not a non-empty JSON array"
-        rid = readable_id(msg)
+        rid = errors.readable_id(msg)
         kind = msg[0]
         if type(kind) is bool or type(kind) is not int:
             return rid, E.RPC_FRAMEWORK_ERROR, "MessageTypeId is not a number"
@@ -272,7 +267,11 @@ class Rpc:
                 self.gate(action)
             handler = self.handlers.get(action)
             if handler is None:
-                if self._known(action):
+                try:
+                    known = self.validator.known(action)
+                except Exception:  # a validator without known(), or out of memory
+                    known = False
+                if known:
                     return rid, E.NOT_SUPPORTED, "%s is not supported" % action[:60]
                 return rid, E.NOT_IMPLEMENTED, "unknown action %s" % action[:60]
             payload = msg[3]
@@ -285,12 +284,6 @@ class Rpc:
             self._log_safe("checking %s failed" % action[:60], e)
             return rid, E.INTERNAL_ERROR, "request could not be checked"
         return rid, None, (action, handler, payload)
-
-    def _known(self, action):
-        try:
-            return bool(self.validator.known(action))
-        except Exception:
-            return False
 
     async def _handle(self, mid, action, handler, payload, counted):
         try:
@@ -342,7 +335,7 @@ class Rpc:
     # ------------------------------------------------------------ writing
 
     async def _error(self, mid, code, description):
-        code = normal_code(code)
+        code = errors.normal_code(code)
         if code not in errors.CODES:
             self.log.warn(_TAG, "error code %r is not an OCPP-J code; sent as GenericError"
                           % (code,))
@@ -356,22 +349,25 @@ class Rpc:
         memory for it even in pieces, not serialisable, not Unicode) becomes a
         CALLERROR InternalError: the CSMS is told, never left waiting."""
         mid = frame[1]
+        why = None  # why the answer cannot go: a CALLERROR InternalError goes instead
         try:
             text = json.dumps(frame)
         except MemoryError:  # no heap block of its size: sent in pieces (_out)
             text = None
         except Exception as e:
             self.log.exception(_TAG, "frame not serialisable", e)
-            text = _internal(mid, "response not serialisable")
+            why = "response not serialisable"
         for _ in (0, 1):  # the answer, then at most one CALLERROR in its place
+            if why is not None:
+                text = json.dumps([CALLERROR, mid, errors.INTERNAL_ERROR, why, {}])
             try:
                 await self._out(text, frame)
                 return
             except ValueError:  # a string that is not Unicode (wsframe.encode)
-                text = _internal(mid, "answer is not Unicode")
+                why = "answer is not Unicode"
             except MemoryError as e:  # not sent at all, not even in pieces
                 self.log.warn(_TAG, "answer to %s not sent: %s" % (mid, e))
-                text = _internal(mid, "no memory for the answer")
+                why = "no memory for the answer"
             except Exception as e:
                 self.log.warn(_TAG, "send failed: %s" % e)
                 return

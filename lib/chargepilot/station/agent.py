@@ -27,14 +27,26 @@ messages, station/link.py decides where and how to connect):
 import asyncio
 import time
 
+from micropython import const
+
 from chargepilot.net import backoff, ws
 from chargepilot.ocppj import rpc
 from chargepilot.ocpp import handlers_core, netprofile
 from chargepilot.base import log
 from chargepilot.ocpp.registration import Registration
-from chargepilot.station.link import Link
+from chargepilot.station.link import Link, quote
 
 _TAG = "agent"
+# Frames up to this size are taken off the wire (those over BytesPerMessage in
+# small chunks, never kept); beyond it the WebSocket closes with 1009.
+_MAX_FRAME = const(1048576)
+
+
+def _period_scan():
+    """A scanner for a message too big to be kept (ws `scan`): framefix only then."""
+    from chargepilot.ocppj import framefix
+
+    return framefix.PeriodScan()
 
 
 class Agent(Link, Registration):
@@ -71,7 +83,8 @@ class Agent(Link, Registration):
         self._profile = None  # security profile of the current connection
         self._link = None  # (slot, url) of the last successful connection (B10.FR.10)
         self.slot, conn = self._target()  # slot of the current (or last tried) connection
-        self.url = self._csms_url(conn[0] if conn is not None else cfg["url"])
+        base = conn[0] if conn is not None else cfg["url"]  # the CSMS endpoint
+        self.url = base.rstrip("/") + "/" + quote(self.identity)
         self.registration = None  # None | "Accepted" | "Pending" | "Rejected"
         self.boot_reason = cfg.get("boot_reason", "PowerUp")
         self._accepted_boot = None  # the chargingStation that was Accepted
@@ -203,7 +216,7 @@ class Agent(Link, Registration):
             why = ("not connecting: network profile slot %d (NetworkConfigurationPriority) is empty"
                    % slot)
         else:
-            self.url = self._csms_url(conn[0])
+            self.url = conn[0].rstrip("/") + "/" + quote(self.identity)
             self._timeout_s = conn[2]
             ctx = self.ssl_context if self.url[:6].lower() == "wss://" else None
             why = self.security_problem(conn[1], self.url)
@@ -213,7 +226,9 @@ class Agent(Link, Registration):
                 try:
                     sock = await ws.connect(self.url, ("ocpp2.0.1",), self._headers(conn[1]), ctx,
                                             timeout_ms=self.message_timeout_s() * 1000)
-                    self._limits(sock)
+                    sock.max_message = _MAX_FRAME
+                    sock.keep_max = self.bytes_per_message  # link._message_budget
+                    sock.scan = _period_scan
                     self._profile = conn[1]
                     return sock, None
                 except Exception as e:  # WebSocketError, OSError, MemoryError...

@@ -40,30 +40,13 @@ CLEARED_RECORD = const(192)
 TX_FILE = "transactions.json"
 
 
-def _forget_module(package, name):
-    """Let the garbage collector take a module used now and then (basereport)."""
-    import sys
-
-    sys.modules.pop("chargepilot.%s.%s" % (package, name), None)
-    pkg = sys.modules.get("chargepilot." + package)
-    if pkg is not None:
-        try:
-            delattr(pkg, name)
-        except AttributeError:
-            pass
-
-
-def _int_or(v, default):
-    return v if type(v) is int and type(v) is not bool else default
-
-
 def smart_config(dm, board, supply_voltage=230, phases=3):
     """SmartConfig from the device model and the board (EVSE count, ratings)."""
     n = board.evse_count
     rating = 0
     for e in range(1, n + 1):
-        r = _int_or(board.rating_tenths(e), 0)
-        if r > rating:
+        r = board.rating_tenths(e)
+        if type(r) is int and r > rating:  # (not an int: no rating)
             rating = r
     # Where no profile applies the station offers its own local limit: the EVSE
     # rating (never "unlimited"; the board caps each EVSE at its own rating).
@@ -202,8 +185,17 @@ class Station(Problems):
         return resp
 
     def _report_done(self):
+        """The garbage collector may take basereport now: a module used now and then."""
+        import sys
+
         self._reporter = None
-        _forget_module("ocpp", "basereport")
+        sys.modules.pop("chargepilot.ocpp.basereport", None)
+        pkg = sys.modules.get("chargepilot.ocpp")
+        if pkg is not None:
+            try:
+                delattr(pkg, "basereport")
+            except AttributeError:
+                pass
 
     # ------------------------------------------------------------ boot
 
@@ -337,7 +329,7 @@ class Station(Problems):
             if text is None:
                 return
         comp = {"name": "EVSE", "evse": {"id": evse_id}}
-        self._notify_event(comp, "Problem", "true" if text else "false", text)
+        self._problem(comp, text)
 
     # ------------------------------------------------------------ station CALLs
 

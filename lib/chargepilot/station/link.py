@@ -3,13 +3,13 @@ wss://, Basic auth, client certificate, never a downgrade), the network profile
 slot the next attempt uses (B09/B10: NetworkConfigurationPriority's first), the
 trial of new connection settings (kept once connected, rolled back after
 NetworkProfileConnectionAttempts refusals), and how big a message the
-connection takes in (BytesPerMessage from the free heap; a bigger one is
-counted, never kept, and answered without being parsed).
+connection keeps (BytesPerMessage from the free heap) and the answer to a
+bigger one, which is counted, never parsed.
 
 `Link` is the part of station/agent.Agent that decides this (the connection
 itself and its states are agent.py's); the fields it uses (dm, cfg, url,
 ssl_context, networks, identity, slot, _timeout_s, _profile, _link,
-_accepted_boot, bytes_per_message) are set by Agent.__init__.
+_accepted_boot) are set by Agent.__init__.
 """
 
 from micropython import const
@@ -24,9 +24,6 @@ _TAG = "agent"
 MIN_ATTEMPT_MS = const(100)
 _MIN_BYTES = const(2048)  # BytesPerMessage bounds (_message_budget)
 _MAX_BYTES = const(65536)
-# Frames up to this size are taken off the wire (those over BytesPerMessage in
-# small chunks, never kept); beyond it the WebSocket closes with 1009.
-_MAX_FRAME = const(1048576)
 _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 
 
@@ -49,19 +46,8 @@ def basic_auth(identity, password):
     return "Basic " + binascii.b2a_base64(raw).decode().strip()
 
 
-def _period_scan():
-    """A scanner for a message too big to be kept (ws `scan`): framefix only then."""
-    from chargepilot.ocppj import framefix
-
-    return framefix.PeriodScan()
-
-
 class Link:
     """See the module doc; mixed into Agent."""
-
-    def _csms_url(self, base):
-        """The station's URL at the CSMS endpoint `base`: base/<identity>."""
-        return base.rstrip("/") + "/" + quote(self.identity)
 
     def _headers(self, profile=None):
         p = self.dm.get("SecurityProfile") if profile is None else profile
@@ -186,13 +172,6 @@ class Link:
             self.dm.set_local("BytesPerMessage" + action, n, False)
             self.dm.set_local("ItemsPerMessage" + action, items, False)
         return n
-
-    def _limits(self, sock):
-        """A new connection's message limits: frames up to _MAX_FRAME read, those
-        over BytesPerMessage not kept, their charging periods counted."""
-        sock.max_message = _MAX_FRAME
-        sock.keep_max = self.bytes_per_message
-        sock.scan = _period_scan
 
     def _oversize(self, action, scan):
         """The Rpc's answer to a CALL too big to be kept (framefix.too_many_periods)."""

@@ -41,9 +41,6 @@ class Problems:
         if dmp:
             self._problem("DeviceDataCtrlr", "settings: %s" % "; ".join(dmp[:4]))
 
-    def _problem(self, component, text):
-        """NotifyEvent: the component named `component` has a Problem, `text`."""
-        self._notify_event({"name": component}, "Problem", "true", text)
 
     def _discarded(self, n, action, payload, reason):
         """A queued message was discarded (outbox.on_discard). For a
@@ -101,15 +98,20 @@ class Problems:
                 ev["timestamp"] = now
         return payload
 
-    def _notify_event(self, component, variable, value, tech=None):
+    def _problem(self, component, text):
+        """NotifyEvent: `component` (its name, or a component object) has the
+        Problem `text` (actualValue true, techInfo the text); no text: it has
+        none any more (false)."""
+        if type(component) is str:
+            component = {"name": component}
         self._event_id += 1
         now = self.clock.now_rfc3339()  # None: stamped when sent (_stamp_late)
         ev = {"eventId": self._event_id, "timestamp": now, "trigger": "Alerting",
-              "actualValue": value[:2500], "component": component,
-              "variable": {"name": variable},
+              "actualValue": "true" if text else "false", "component": component,
+              "variable": {"name": "Problem"},
               "eventNotificationType": "HardWiredNotification"}
-        if tech:
-            ev["techInfo"] = tech[:500]
+        if text:
+            ev["techInfo"] = text[:500]
         self.send("NotifyEvent", {"generatedAt": now, "seqNo": self._event_seq,
                                   "eventData": [ev]})
         self._event_seq += 1
