@@ -135,16 +135,6 @@ class PeriodScan:
         self._tail = buf[-(len(A) - 1) :]
 
 
-def lone_surrogate(r, got, e):
-    """Rpc `r`'s `_classify` for a frame with a lone surrogate escape (`e`, from
-    unicode_pairs) whose head `got` (salvage) is readable: a CALL gets the
-    CALLERROR returned; an answer to our CALL ends it now (bad_answer)."""
-    if got[0] == _CALL:
-        return got[1], e.code, e.description
-    bad_answer(r, got[0], got[1], e.code, e.description)
-    return None
-
-
 def not_json(r, text):
     """Rpc `r`'s `_classify` for a frame json.loads refused (ValueError,
     RecursionError): the answer to send (id, code, description), or None when

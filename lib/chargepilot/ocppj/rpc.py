@@ -228,10 +228,13 @@ class Rpc:
                 text = unicode_text(text)  # the same strings on both runtimes
             except OcppError as e:  # a lone surrogate
                 got = _salvage(text)
-                if got is not None:  # a CALL answered, or our CALL ended (framefix)
+                if got is not None and got[0] == CALL:
+                    return got[1], e.code, e.description
+                if got is not None:  # an answer: our CALL ends now
                     from chargepilot.ocppj import framefix
 
-                    return framefix.lone_surrogate(self, got, e)
+                    framefix.bad_answer(self, got[0], got[1], e.code, e.description)
+                    return None
                 # Not a recognisable frame: what is wrong with it is its shape,
                 # or that it is not JSON at all, as for any other text.
             msg = json.loads(text)
