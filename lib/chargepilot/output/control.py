@@ -25,8 +25,8 @@ The network is never consulted: offline, the stored schedule keeps applying.
 
 No flash write in the step: `on_output` and `on_fault` (transactions, the
 outbox, the running-transactions file all write flash) are queued by the step
-and called after every EVSE was driven; under `run()` a second task calls
-them, so a slow write never delays the next step. The relay guard on the
+and called after every EVSE was driven (notify.py); under `run()` a second task
+calls them, so a slow write never delays the next step. The relay guard on the
 board's timer (C -> B) depends on neither.
 
 Latency (a profile change -> the board output): `changed()` stamps
@@ -42,6 +42,7 @@ from micropython import const
 
 from chargepilot.smart import composite
 from chargepilot.base import log
+from chargepilot.output.notify import FAULT, OUTPUT, Notifier
 from chargepilot.smart.profile import UNIT_A, UNIT_W
 
 _TAG = "control"
@@ -111,8 +112,7 @@ class Controller:
         self.latency_max_ms = 0
         self.recomputes = 0
         self.steps = 0
-        self._outq = []  # (callback index, args) queued by step(), delivered after it
-        self._qevent = None  # set by run(): a notifier task delivers the queue
+        self._notes = Notifier(self, 8 * n + 8)  # on_output/on_fault, delivered after the step
 
     # ------------------------------------------------------------ inputs
 
@@ -123,8 +123,6 @@ class Controller:
         self._dirty = True
         if self._event is not None:
             self._event.set()
-
-    wake = changed
 
     def set_store_ok(self, ok):
         """The agent's flag: False = the profile store could not be read (pause all)."""
@@ -292,7 +290,7 @@ class Controller:
                 self._adv[k] = adv
                 self._state[k] = st
                 self._relay[k] = relay
-                self._queue(0, (k, st, lim, adv, relay, self._avail[k]))
+                self._notes.put(OUTPUT, (k, st, lim, adv, relay, self._avail[k]))
             if st != "A" or relay:
                 busy = True
             self._report(k)
@@ -310,11 +308,7 @@ class Controller:
                     self.latency_max_ms = d
             if self.wake_ticks == woken:
                 self.wake_ticks = None
-        if self._outq:
-            if self._qevent is None:
-                self.deliver()
-            else:
-                self._qevent.set()
+        self._notes.after_step()
         ms = self.supervise_ms if busy else self.idle_ms
         if now is not None and self._next_t is not None:
             d = (self._next_t - now) * 1000
@@ -330,32 +324,6 @@ class Controller:
             self.board.safe()
         except Exception as e2:
             log.exception(_TAG, "board.safe", e2)
-
-    def _queue(self, which, args):
-        q = self._outq
-        if len(q) >= 8 * self.evse_count + 8:
-            self.deliver()  # the notifier is starved: deliver here rather than drop a change
-        q.append((which, args))
-
-    def deliver(self):
-        """Call on_output / on_fault for what the steps queued, oldest first."""
-        q = self._outq
-        while q:
-            which, args = q.pop(0)
-            cb = self.on_output if which == 0 else self.on_fault
-            if cb is None:
-                continue
-            try:
-                cb(*args)
-            except Exception as e:
-                log.exception(_TAG, "%s callback for EVSE %d"
-                              % ("on_output" if which == 0 else "on_fault", args[0]), e)
-
-    async def _notifier(self, ev):
-        while self._running:
-            await ev.wait()
-            ev.clear()
-            self.deliver()
 
     def _report(self, k):
         text = self._cfault[k]
@@ -378,7 +346,7 @@ class Controller:
         else:
             log.error(_TAG, "EVSE %d: %s" % (k, text))
         if self.on_fault is not None:
-            self._queue(1, (k, text))
+            self._notes.put(FAULT, (k, text))
 
     # ------------------------------------------------------------ the task
 
@@ -387,21 +355,12 @@ class Controller:
         self._running = True
         if self._event is None:
             self._event = asyncio.Event()
-        ev = self._event
-        if self._qevent is None:
-            self._qevent = asyncio.Event()
-        notifier = asyncio.create_task(self._notifier(self._qevent))
+        notifier = self._notes.start()
         try:
-            await self._loop(ev)
+            await self._loop(self._event)
         finally:
             self._running = False
-            self._qevent.set()
-            try:
-                await asyncio.wait_for_ms(notifier, 1000)
-            except BaseException:
-                pass
-            self._qevent = None
-            self.deliver()
+            await self._notes.stop(notifier)
 
     async def _loop(self, ev):
         while self._running:
