@@ -15,14 +15,10 @@ OP_CLOSE = const(8)
 OP_PING = const(9)
 OP_PONG = const(10)
 
-CLOSE_NORMAL = const(1000)
-CLOSE_GOING_AWAY = const(1001)
 CLOSE_PROTOCOL = const(1002)
 CLOSE_NO_STATUS = const(1005)
-CLOSE_ABNORMAL = const(1006)
 CLOSE_BAD_DATA = const(1007)
 CLOSE_TOO_BIG = const(1009)
-CLOSE_INTERNAL = const(1011)
 
 _MAX_CONTROL = const(125)
 _CHUNK = const(256)  # bytes XORed per big-int step when masking

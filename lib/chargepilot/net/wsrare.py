@@ -15,10 +15,8 @@ import time
 from micropython import const
 
 from chargepilot.base import log
-from chargepilot.net import wsframe as F
-from chargepilot.net.wsframe import FrameError, WebSocketError
+from chargepilot.net.wsframe import FrameError, WebSocketError, parse_close
 
-_TAG = "ws"
 _SKIP_CHUNK = const(256)  # read size while skipping a message that is not kept
 _HEAD = const(128)  # first bytes kept of it (MessageTooBig.head)
 
@@ -104,7 +102,7 @@ def skipped(w, fin, op, data):
     w._big = None
     if w._close_sent:
         return None
-    if op == F.OP_BINARY:
+    if op == 2:  # binary
         raise FrameError(1003, "binary message; OCPP-J is text only")
     raise MessageTooBig(size, head, sc, memory)
 
@@ -118,9 +116,9 @@ async def drain_until_close(w):
     try:
         while not w.closed:
             fin, op, payload = await w._read_frame(deadline)
-            if op == F.OP_CLOSE:
-                code, reason = F.parse_close(payload)
-                if w.close_code is None or w.close_code == F.CLOSE_NO_STATUS:
+            if op == 8:  # close
+                code, reason = parse_close(payload)
+                if w.close_code is None or w.close_code == 1005:  # ours had no status
                     w.close_code = code
                 return
     except Exception:
@@ -135,7 +133,7 @@ async def pong_watch(w, seen, timeout_ms):
     await asyncio.sleep_ms(timeout_ms)
     if w.closed or w._rx_frames != seen:
         return
-    w.close_code = F.CLOSE_ABNORMAL
+    w.close_code = 1006
     w.close_reason = "no answer to ping within %d ms" % timeout_ms
-    log.warn(_TAG, w.close_reason)
+    log.warn("ws", w.close_reason)
     await w._shutdown()
