@@ -42,7 +42,7 @@ from micropython import const
 
 from chargepilot.smart import composite
 from chargepilot.base import log
-from chargepilot.output.notify import FAULT, OUTPUT, Notifier
+from chargepilot.output import notify
 from chargepilot.smart.profile import UNIT_A, UNIT_W
 
 _TAG = "control"
@@ -112,7 +112,8 @@ class Controller:
         self.latency_max_ms = 0
         self.recomputes = 0
         self.steps = 0
-        self._notes = Notifier(self, 8 * n + 8)  # on_output/on_fault, delivered after the step
+        self._outq = []  # (0: on_output / 1: on_fault, args) queued by step() (notify.py)
+        self._qevent = None  # set by run(): a task delivers the queue
 
     # ------------------------------------------------------------ inputs
 
@@ -290,7 +291,7 @@ class Controller:
                 self._adv[k] = adv
                 self._state[k] = st
                 self._relay[k] = relay
-                self._notes.put(OUTPUT, (k, st, lim, adv, relay, self._avail[k]))
+                notify.put(self, 0, (k, st, lim, adv, relay, self._avail[k]))
             if st != "A" or relay:
                 busy = True
             self._report(k)
@@ -308,7 +309,7 @@ class Controller:
                     self.latency_max_ms = d
             if self.wake_ticks == woken:
                 self.wake_ticks = None
-        self._notes.after_step()
+        notify.after_step(self)
         ms = self.supervise_ms if busy else self.idle_ms
         if now is not None and self._next_t is not None:
             d = (self._next_t - now) * 1000
@@ -346,7 +347,7 @@ class Controller:
         else:
             log.error(_TAG, "EVSE %d: %s" % (k, text))
         if self.on_fault is not None:
-            self._notes.put(FAULT, (k, text))
+            notify.put(self, 1, (k, text))
 
     # ------------------------------------------------------------ the task
 
@@ -355,12 +356,7 @@ class Controller:
         self._running = True
         if self._event is None:
             self._event = asyncio.Event()
-        notifier = self._notes.start()
-        try:
-            await self._loop(self._event)
-        finally:
-            self._running = False
-            await self._notes.stop(notifier)
+        await notify.around(self, self._loop(self._event))
 
     async def _loop(self, ev):
         while self._running:
