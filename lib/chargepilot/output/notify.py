@@ -51,7 +51,8 @@ def deliver(ctl):
 
 async def around(ctl, loop):
     """Await `loop` (Controller._loop) while a task of its own delivers the queue;
-    then let that task end (at most 1 s) and deliver what is left here."""
+    then end the run (ctl._running, which that task reads), let the task end (at
+    most 1 s) and deliver what is left here."""
     ev = ctl._qevent = asyncio.Event()
     task = asyncio.create_task(_task(ctl, ev))
     try:
