@@ -18,7 +18,8 @@ MISSING_ON_MICROPYTHON = {"dataclasses", "typing", "enum", "logging", "datetime"
 HOST_ONLY = {"ocpp", "websockets", "jsonschema", "hypothesis", "pytest", "subprocess"}
 HARDWARE = {"machine", "network", "esp32", "ntptime"}
 # Pure integer modules: no float literal, no true division.
-INTEGER_ONLY = ("lib/chargepilot/smart/composite.py", "lib/chargepilot/output/pilot.py",
+INTEGER_ONLY = ("lib/chargepilot/smart/composite.py", "lib/chargepilot/smart/slots.py",
+                "lib/chargepilot/output/pilot.py",
                 "lib/chargepilot/base/rfc3339.py", "lib/chargepilot/base/clock.py")
 BANNED_METHODS = {"removeprefix", "removesuffix", "ljust", "rjust", "bit_length", "isascii"}
 

@@ -22,6 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import reference  # host_tests/device
+from chargepilot.base import rfc3339
 from chargepilot.ocppj import errors, validate
 from chargepilot.ocppj.errors import OcppError
 from gen_schemas import KINDS, MESSAGES
@@ -38,7 +40,7 @@ _DT = re.compile(
 
 
 def _dt_ok(s):
-    """RFC 3339 date-time, written independently of validate.is_date_time (regex based)."""
+    """RFC 3339 date-time, written independently of rfc3339.is_date_time (regex based)."""
     if not isinstance(s, str):
         return True  # formats only constrain strings
     m = _DT.match(s)
@@ -349,10 +351,40 @@ def test_date_time_oracles_agree():
                "2024-01-01T00:00:00\n", "2024-01-01T00:00:00Z\n", "\u0662024-01-01T00:00:00Z",
                "0000-01-01T00:00:00Z"] + BAD_DATES
     for s in samples:
-        assert validate.is_date_time(s) == _dt_ok(s), s
+        assert rfc3339.is_date_time(s) == _dt_ok(s), s
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(st.text(alphabet="0123456789-:TtZz+.x ", min_size=15, max_size=32) | DATE_TIMES)
 def test_date_time_matcher_matches_the_regex_oracle(s):
-    assert validate.is_date_time(s) == _dt_ok(s), s
+    assert rfc3339.is_date_time(s) == _dt_ok(s), s
+
+
+# rfc3339.parse (the clock, profile instants) and is_date_time (the validator) share one
+# grammar; parse alone also refuses more than 9 fraction digits. Its values are checked
+# against the independent calendar arithmetic in host_tests/device/reference.py.
+ANY_FRACTION = st.tuples(
+    st.datetimes(),
+    st.text("0123456789", min_size=6, max_size=14),
+    st.sampled_from(["Z", "z", "-05:30", "+00:00"]),
+).map(lambda t: t[0].strftime("%Y-%m-%dT%H:%M:%S.") + t[1] + t[2])
+
+
+def _fraction_digits(s):
+    m = _DT.match(s)
+    return len(m.group(7)) - 1 if m and m.group(7) else 0
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(st.text(alphabet="0123456789-:TtZz+.x ", min_size=15, max_size=45) | DATE_TIMES
+       | ANY_FRACTION | st.sampled_from(BAD_DATES))
+def test_rfc3339_parse_accepts_the_regex_oracle_grammar(s):
+    ok = _dt_ok(s) and _fraction_digits(s) <= 9
+    try:
+        t = rfc3339.parse(s)
+    except ValueError as e:
+        assert not ok, (s, str(e))
+        assert "RFC 3339" in str(e)
+    else:
+        assert ok, s
+        assert t == reference.parse_time(s), s

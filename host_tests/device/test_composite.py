@@ -2,7 +2,7 @@
 
 from devtest import raises
 
-from chargepilot.smart import composite, profile, config as station
+from chargepilot.smart import composite, slots, profile, config as station
 from chargepilot.base import rfc3339
 from chargepilot.smart.profiles import ProfileSet
 
@@ -224,11 +224,11 @@ def test_scratch_does_not_grow_with_the_window_or_the_periods():
                    [(h * 1800, 60 + (i * 7 + h * 5) % 260) for h in range(48)], stack=i,
                    kind="Recurring", recur="Daily", start=T0 - 86400, duration=86400))
     day = run(c, s, 1, 86400)
-    slots = len(composite._nx)   # grown to the largest call so far (>= these 10 slots)
-    assert slots >= 10
+    grown = len(slots.nx)   # grown to the largest call so far (>= these 10 slots)
+    assert grown >= 10
     week = run(c, s, 1, 5 * 86400)
     assert len(week) == 5 * len(day) and week[:len(day)] == day
-    assert len(composite._nx) == slots
+    assert len(slots.nx) == grown
     # every day of the week repeats the first (Daily), shifted by whole days
     for d in range(5):
         assert [(o - d * 86400, lim, ph) for o, lim, ph in week[d * len(day):(d + 1) * len(day)]] \

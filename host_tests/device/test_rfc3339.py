@@ -94,3 +94,28 @@ def test_to_fields():
     assert rfc3339.days_in_month(2024, 2) == 29
     assert rfc3339.days_in_month(2023, 2) == 28
     assert rfc3339.days_in_month(2023, 11) == 30
+
+
+def test_is_date_time_is_the_validators_matcher():
+    ok = ("2024-02-29T23:59:60Z", "2000-02-29T00:00:00z", "2024-01-01t00:00:00.123456789-12:30",
+          "1999-12-31T23:59:59+23:59", "2024-04-30T00:00:00Z",
+          "2024-01-01T00:00:00.1234567890Z")
+    bad = ("2023-02-29T00:00:00Z", "1900-02-29T00:00:00Z", "2024-04-31T00:00:00Z",
+           "2024-13-01T00:00:00Z", "2024-00-01T00:00:00Z", "2024-01-00T00:00:00Z",
+           "2024-01-01T00:60:00Z", "2024-01-01T00:00:61Z", "2024-01-01T00:00:00+24:00",
+           "2024-01-01T00:00:00+01:60", "2024-01-01T00:00:00ZZ", "2024-01-01T00:00:00",
+           "+2024-01-01T00:00:00Z", "2024-01-01T00:00:00.5", "\uff12024-01-01T00:00:00Z",
+           "", 20240101, None)
+    for s in ok:
+        assert rfc3339.is_date_time(s), s
+    for s in bad:
+        assert not rfc3339.is_date_time(s), s
+
+
+def test_parse_is_is_date_time_with_at_most_9_fraction_digits():
+    # one grammar: parse refuses only the fraction is_date_time lets through
+    long = "2024-01-01T00:00:00.1234567890Z"
+    assert rfc3339.is_date_time(long)
+    raises(ValueError, rfc3339.parse, long)
+    assert rfc3339.parse("2024-01-01T00:00:00.123456789+01:00") == rfc3339.parse(
+        "2023-12-31T23:00:00Z")

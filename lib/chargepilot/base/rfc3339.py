@@ -1,11 +1,13 @@
 """RFC 3339 date-times <-> int seconds since 2020-01-01T00:00:00Z (integer only).
 
 `parse(s)` accepts `YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)` (`T`/`Z` in either
-case, as RFC 3339 allows). Offsets are applied; fractions are floored to the
-whole second (towards the past, also for instants before 2020); a leap second
-`:60` is accepted and counts as the first second of the next minute. Anything
-else raises ValueError naming what is wrong. `format(t)` always gives
-`YYYY-MM-DDTHH:MM:SSZ`.
+case, as RFC 3339 allows; at most 9 fraction digits). Offsets are applied; fractions
+are floored to the whole second (towards the past, also for instants before 2020); a
+leap second `:60` is accepted and counts as the first second of the next minute.
+Anything else raises ValueError naming what is wrong. `format(t)` always gives
+`YYYY-MM-DDTHH:MM:SSZ`. `is_date_time(s)` is the same grammar as a test that never
+raises (any number of fraction digits, as JSON schema's `format: date-time`): the
+payload validator's check, kept here so that the two cannot drift apart.
 
 Every year 0000..9999 is accepted: the result is an exact int, a big int on a
 32-bit board outside ~1986..2054 (parse runs once per profile, at install; the
@@ -69,19 +71,68 @@ def to_fields(t):
     return y, m, d, rem // 3600, (rem // 60) % 60, rem % 60
 
 
-def _digits(s, i, n, what):
+def _num(s, i, n):
+    """int of the n ASCII digits at s[i:] (s is long enough), or -1 if one is not a digit."""
     v = 0
     for k in range(i, i + n):
         c = ord(s[k]) - 48
         if c < 0 or c > 9:
-            raise ValueError("RFC 3339: %s is not %d digits in %r" % (what, n, s))
+            return -1
         v = v * 10 + c
     return v
 
 
-def _expect(s, i, chars, what):
-    if s[i] not in chars:
-        raise ValueError("RFC 3339: expected %s at position %d in %r" % (what, i, s))
+def _fault(s):
+    """None if the str s is a date-time of RFC 3339 §5.6, else what is wrong with it.
+
+    The one grammar of parse and is_date_time: each field's range is checked (day
+    against month and leap year, second 60 for a leap second); the fraction may have
+    any number of digits here. Returns constant texts only: nothing is allocated.
+    """
+    n = len(s)
+    if n < 20:
+        return "too short"
+    y = _num(s, 0, 4)
+    mo = _num(s, 5, 2)
+    d = _num(s, 8, 2)
+    h = _num(s, 11, 2)
+    mi = _num(s, 14, 2)
+    sec = _num(s, 17, 2)
+    if y < 0 or mo < 0 or d < 0 or h < 0 or mi < 0 or sec < 0:
+        return "a date or time field is not all digits"
+    if s[4] != "-" or s[7] != "-" or s[10] not in "Tt" or s[13] != ":" or s[16] != ":":
+        return "expected YYYY-MM-DDTHH:MM:SS"
+    if mo < 1 or mo > 12 or d < 1 or d > days_in_month(y, mo):
+        return "no such day"
+    if h > 23 or mi > 59 or sec > 60:
+        return "time of day out of range"
+    i = 19
+    if s[i] == ".":
+        i += 1
+        while i < n and "0" <= s[i] <= "9":
+            i += 1
+        if i == 20:
+            return "empty fraction of a second"
+    if i >= n:
+        return "missing time offset (Z or +hh:mm)"
+    c = s[i]
+    if c == "Z" or c == "z":
+        return None if i + 1 == n else "trailing characters"
+    if (c != "+" and c != "-") or n - i != 6 or s[i + 3] != ":":
+        return "bad time offset"
+    oh = _num(s, i + 1, 2)
+    om = _num(s, i + 4, 2)
+    if oh < 0 or om < 0 or oh > 23 or om > 59:
+        return "bad time offset"
+    return None
+
+
+def is_date_time(s):
+    """True if s is an RFC 3339 date-time (the JSON schema `format: date-time` check).
+
+    The validator's test for every incoming date-time: parse's grammar, any fraction.
+    """
+    return type(s) is str and _fault(s) is None
 
 
 def parse(s):
@@ -89,57 +140,22 @@ def parse(s):
     if type(s) is not str:
         raise ValueError("RFC 3339: expected a string, got %s" % type(s).__name__)
     n = len(s)
-    if n < 20 or n > 40:
-        raise ValueError("RFC 3339: bad length %d in %r" % (n, s))
-    y = _digits(s, 0, 4, "year")
-    _expect(s, 4, "-", "'-'")
-    mo = _digits(s, 5, 2, "month")
-    _expect(s, 7, "-", "'-'")
-    d = _digits(s, 8, 2, "day")
-    _expect(s, 10, "Tt", "'T'")
-    h = _digits(s, 11, 2, "hour")
-    _expect(s, 13, ":", "':'")
-    mi = _digits(s, 14, 2, "minute")
-    _expect(s, 16, ":", "':'")
-    sec = _digits(s, 17, 2, "second")
-    if mo < 1 or mo > 12:
-        raise ValueError("RFC 3339: month %d out of range in %r" % (mo, s))
-    if d < 1 or d > days_in_month(y, mo):
-        raise ValueError("RFC 3339: day %d out of range for %04d-%02d in %r" % (d, y, mo, s))
-    if h > 23 or mi > 59 or sec > 60:
-        raise ValueError("RFC 3339: time of day out of range in %r" % s)
-    i = 19
-    if s[i] == ".":
-        i += 1
-        start = i
-        while i < n and "0" <= s[i] <= "9":
-            i += 1
-        if i == start or i - start > _MAX_FRACTION:
-            raise ValueError("RFC 3339: bad fraction of a second in %r" % s)
-    if i >= n:
-        raise ValueError("RFC 3339: missing time offset (Z or +hh:mm) in %r" % s)
-    c = s[i]
-    if c in "Zz":
-        off = 0
-        i += 1
-    elif c in "+-":
-        if n - i != 6:
-            raise ValueError("RFC 3339: bad time offset in %r" % s)
-        oh = _digits(s, i + 1, 2, "offset hour")
-        _expect(s, i + 3, ":", "':' in offset")
-        om = _digits(s, i + 4, 2, "offset minute")
-        if oh > 23 or om > 59:
-            raise ValueError("RFC 3339: offset out of range in %r" % s)
-        off = oh * 3600 + om * 60
-        if c == "-":
+    why = "too long" if n > 40 else _fault(s)
+    z = why is None and s[n - 1] in "Zz"
+    # The grammar holds: what is left after the 19 characters of date and time and the
+    # offset (Z: 1, +hh:mm: 6) is the fraction with its '.' (or nothing).
+    if why is None and n - (21 if z else 26) > _MAX_FRACTION:
+        why = "more than %d fraction digits" % _MAX_FRACTION
+    if why is not None:
+        raise ValueError("RFC 3339: %s in %r" % (why, s))
+    off = 0
+    if not z:
+        off = _num(s, n - 5, 2) * 3600 + _num(s, n - 2, 2) * 60
+        if s[n - 6] == "-":
             off = -off
-        i += 6
-    else:
-        raise ValueError("RFC 3339: bad time offset %r in %r" % (c, s))
-    if i != n:
-        raise ValueError("RFC 3339: trailing characters in %r" % s)
     # A fraction is always >= 0, so flooring it is dropping it.
-    return from_fields(y, mo, d, h, mi, sec) - off
+    return from_fields(_num(s, 0, 4), _num(s, 5, 2), _num(s, 8, 2),
+                       _num(s, 11, 2), _num(s, 14, 2), _num(s, 17, 2)) - off
 
 
 def format(t):

@@ -2,7 +2,6 @@
 
     check(action, kind, payload)   kind "Request" or "Response"; None or raises OcppError
     known(action)                  True if the action has a table
-    is_date_time(s)                the RFC 3339 shape check used for `format: date-time`
     walk(N, payload), unload()     lower level: check against one table / drop tables
 
 The tables live in `chargepilot/ocppj/schemas/` (written by tools/gen_schemas.py): one module
@@ -22,7 +21,7 @@ Error codes (OCPP-J Part 4 §4.3); the description names the JSON path, e.g.
                                    maxLength
     PropertyConstraintViolation    value not in the enum; number below minimum, above
                                    maximum or not a multipleOf; string not an RFC 3339
-                                   date-time
+                                   date-time (rfc3339.is_date_time, parse's grammar)
     NotImplemented                 (check) action has no table
     InternalError                  (check) a table module is missing from the device
 
@@ -44,6 +43,7 @@ import sys
 
 from micropython import const
 
+from chargepilot.base.rfc3339 import is_date_time
 from chargepilot.ocppj import errors
 from chargepilot.ocppj.errors import OcppError
 
@@ -142,68 +142,6 @@ def _multiple_ok(value, m):
     if q != q or q == _INF or q == _NINF:
         return False
     return q == int(q)
-
-
-def _digits(s, i, n):
-    """int of s[i:i+n] if those n characters are ASCII digits, else -1."""
-    if i + n > len(s):
-        return -1
-    v = 0
-    for j in range(i, i + n):
-        c = s[j]
-        if c < "0" or c > "9":
-            return -1
-        v = v * 10 + ord(c) - 48
-    return v
-
-
-_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-
-
-def is_date_time(s):
-    """RFC 3339 §5.6 date-time shape: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM).
-
-    Checks field ranges (day against month and leap year; second 60 allowed for leap
-    seconds). `T` and `Z` may be lower case (RFC 3339 §5.6 note).
-    """
-    if type(s) is not str or len(s) < 20:
-        return False
-    y = _digits(s, 0, 4)
-    mo = _digits(s, 5, 2)
-    d = _digits(s, 8, 2)
-    h = _digits(s, 11, 2)
-    mi = _digits(s, 14, 2)
-    sec = _digits(s, 17, 2)
-    if y < 0 or mo < 1 or mo > 12 or d < 1 or h < 0 or h > 23 or mi < 0 or mi > 59:
-        return False
-    if sec < 0 or sec > 60:
-        return False
-    if s[4] != "-" or s[7] != "-" or s[10] not in "Tt" or s[13] != ":" or s[16] != ":":
-        return False
-    dim = _DAYS[mo - 1]
-    if mo == 2 and y % 4 == 0 and (y % 100 != 0 or y % 400 == 0):
-        dim = 29
-    if d > dim:
-        return False
-    n = len(s)
-    i = 19
-    if s[i] == ".":
-        j = i + 1
-        while j < n and "0" <= s[j] <= "9":
-            j += 1
-        if j == i + 1 or j >= n:
-            return False
-        i = j
-    c = s[i]
-    if c == "Z" or c == "z":
-        return i + 1 == n
-    if c != "+" and c != "-":
-        return False
-    if i + 6 != n or s[i + 3] != ":":
-        return False
-    oh = _digits(s, i + 1, 2)
-    om = _digits(s, i + 4, 2)
-    return 0 <= oh <= 23 and 0 <= om <= 59
 
 
 def _int(s, a, b):

@@ -22,18 +22,15 @@ Semantics (libocpp's, see docs/conformance.md):
   Absent duration / validTo: open-ended (no horizon).
 * minChargingRate is not used (it never lifts a limit).
 
-Time: instants are ints of seconds since 2020-01-01Z and may be anything
-rfc3339 gives (years 0001..9999: big ints on a 32-bit board). They meet the
-window [start_t, start_t + duration) once per profile per call, in the set-up
-of its slot: there every instant becomes a window offset clamped to
-[0, duration] (a recurrence becomes its phase), so the sweep below only ever
-handles small ints (offsets < 2**29, a duration larger than that is refused).
+Time: instants are ints of seconds since 2020-01-01Z (any year rfc3339 gives); each
+becomes a small window offset once per profile per call, in its slot's set-up
+(smart/slots.py), so the sweep below only ever handles small ints.
 
 One sweep, no per-second sampling and no list of change points: every
-applicable profile ("slot") is a small state machine that yields its next
-change (offset, period index or -1) on demand; the sweep takes the earliest
-offset, advances the slots that change there and re-evaluates only where a
-layer's leading slot may have changed. Scratch = a few lists of one entry per
+applicable profile ("slot") is a small state machine (smart/slots.py) that yields
+its next change (offset, period index or -1) on demand; the sweep takes the
+earliest offset, advances the slots that change there and re-evaluates only where
+a layer's leading slot may have changed. Scratch = a few lists of one entry per
 slot (at most profiles x EVSEs), module-level, grown to the largest call and
 reused, so the memory a call needs does not depend on the window or on the
 number of periods. Not re-entrant (one caller at a time, as in the asyncio
@@ -49,11 +46,10 @@ anchored at start_t; an EVSE's own Relative profiles at its transaction start.
 
 from micropython import const
 
-from chargepilot.smart.profile import (EXTERNAL, MAX, MAX_LIMIT_TENTHS, RECURRENCE_SECONDS,
-                                 RECURRING, RELATIVE, TX, TX_DEFAULT, UNIT_A)
+# profile before slots: run from source (tools/composite, 100K) a lower import peak (measured)
+from chargepilot.smart.profile import EXTERNAL, MAX, TX, TX_DEFAULT, UNIT_A
+from chargepilot.smart import slots
 
-# "no further change" for a slot; larger than every window offset.
-_NONE = const(0x3FFFFFFF)
 # Longest window computed (offsets stay small ints with room to add a period).
 MAX_WINDOW = const(0x20000000)
 _MAX_SLOTS = const(4096)
@@ -66,191 +62,32 @@ _G_EXT0 = const(1)
 _G_EVSE = const(2)
 _NGROUPS = const(2 + 3 * 16)
 
-# Per-slot state (lists: an entry may hold a big int in the rare set-up case of
-# a schedule that began decades before the window; every other entry is small).
+# Per-slot grouping (the slot's own state is slots.py's table, read in place; the
+# fold functions use these two names per change: one global look-up, not two).
 _sprof = []   # slot -> Profile
-_sper = []    # slot -> its periods array
 _sk = []      # slot -> EVSE whose layer it is in (0: station)
-_nx = []      # slot -> offset of its next change, _NONE if none
-_nv = []      # slot -> period index (or -1) from that change on
-_cur = []     # slot -> period index in force now, or -1
-_occ = []     # slot -> offset of the current occurrence's start
-_end = []     # slot -> offset where the current occurrence stops (<= its hi)
-_hi = []      # slot -> offset where the profile stops being valid (<= window end)
-_rp = []      # slot -> recurrence period in s (0: one occurrence)
-_span = []    # slot -> length of one occurrence (-1: open-ended)
-_j = []       # slot -> next period index to emit; nper: the end; nper+1: done
 _sgrp = []    # slot -> group
 _sst = []     # slot -> stackLevel
+_sper = slots.sper
+_cur = slots.cur
 _gs = [0] * _NGROUPS      # group -> first slot
 _ge = [0] * _NGROUPS      # group -> end of its slots
 _lead = [0] * _NGROUPS    # group -> leading slot now, or -1
 _dirty = bytearray(_NGROUPS)
 _acc = [0, 0]  # limit in the requested unit (-1 none), lowest phases
-_W = [0]       # window length of the current call
 _cv = [0, 0, 0, 0, 0]  # unit, volts, ac, default phases (for _take)
 
 
 def _room(n):
-    """Grow the per-slot lists to n entries (kept for later calls)."""
-    have = len(_nx)
-    if have >= n:
+    """Grow the per-slot lists here and in slots.py to n entries (kept for later calls)."""
+    if len(_sprof) >= n:
         return
-    for lst in (_sprof, _sper):
-        while len(lst) < n:
-            lst.append(None)
-    for lst in (_sk, _nx, _nv, _cur, _occ, _end, _hi, _rp, _span, _j, _sgrp, _sst):
-        while len(lst) < n:
-            lst.append(0)
-
-
-def _start(s, occ, lo):
-    """Slot s enters the occurrence starting at offset occ (window part from lo):
-    its first change is at max(occ, lo). Moves on to later occurrences while an
-    occurrence has nothing in the window; _NONE when none is left."""
-    hi = _hi[s]
-    rp = _rp[s]
-    span = _span[s]
-    per = _sper[s]
-    nper = len(per) // 3
-    while occ < hi:
-        a = occ if occ > lo else lo
-        if span < 0:
-            end = hi
-        else:
-            end = occ + span
-            if end > hi:
-                end = hi
-        if a < end:
-            rel = a - occ
-            i = -1
-            while i + 1 < nper and per[3 * (i + 1)] <= rel:
-                i += 1
-            _occ[s] = occ
-            _end[s] = end
-            _nx[s] = a
-            _nv[s] = i
-            _j[s] = i + 1
-            return
-        if not rp:
-            break
-        occ += rp
-    _nx[s] = _NONE
-
-
-def _advance(s, now):
-    """Slot s's change at `now` was taken: find its next one (at or after now)."""
-    per = _sper[s]
-    nper = len(per) // 3
-    j = _j[s]
-    if j < nper:
-        t = _occ[s] + per[3 * j]
-        end = _end[s]
-        if t < end:
-            _nx[s] = t if t > now else now  # out-of-order periods: no going back
-            _nv[s] = j
-            _j[s] = j + 1
-            return
-        j = nper
-    if j == nper:
-        _j[s] = nper + 1
-        end = _end[s]
-        if end < _W[0]:
-            _nx[s] = end if end > now else now
-            _nv[s] = -1
-            return
-    rp = _rp[s]
-    if rp:
-        occ = _occ[s] + rp
-        _start(s, occ, occ)
-    else:
-        _nx[s] = _NONE
-
-
-def _setup(s, p, t0, t1, anchor):
-    """Window offsets of slot s's profile; its first change (or _NONE)."""
-    w = _W[0]
-    _nx[s] = _NONE
-    _cur[s] = -1
-    vf = p.valid_from
-    vt = p.valid_to
-    if vf is None or vf <= t0:
-        lo = 0
-    elif vf >= t1:
-        return
-    else:
-        lo = vf - t0
-    if vt is None or vt >= t1:
-        hi = w
-    elif vt <= t0:
-        return
-    else:
-        hi = vt - t0
-    if lo >= hi:
-        return
-    _hi[s] = hi
-    dur = p.duration
-    if p.kind == RECURRING and p.recurrence:
-        rp = RECURRENCE_SECONDS[p.recurrence]
-        span = rp if dur is None or dur > rp else dur
-        if span <= 0:
-            return
-        _rp[s] = rp
-        _span[s] = span
-        # occurrences at offsets r + k*rp (also before startSchedule)
-        if p.start is None:
-            r = (anchor - t0) % rp
-        elif p.rphase is None:
-            r = (p.start - t0) % rp
-        else:
-            r = (p.rphase - t0) % rp
-        occ = r + ((lo - r) // rp) * rp
-        _start(s, occ, lo)
-        return
-    _rp[s] = 0
-    if p.kind == RELATIVE or p.start is None:
-        base = anchor
-        stop = None if dur is None else base + dur
-        last = None
-    else:
-        base = p.start
-        stop = p.stop
-        last = p.last_start
-        if last is None:
-            # a start near 2020 (profile.parse derives these only for far ones)
-            if dur is not None:
-                stop = base + dur
-            per = _sper[s]
-            last = base + per[len(per) - 3]
-    if base >= t1 or (dur is not None and dur <= 0) or (stop is not None and stop <= t0):
-        return
-    if base >= t0:
-        # starts in the window: a stop inside it is < w away, else open-ended here
-        _span[s] = -1 if stop is None or stop >= t1 else stop - base
-        _start(s, base - t0, lo)
-        return
-    # began before the window: the period in force at lo and the later ones
-    per = _sper[s]
-    nper = len(per) // 3
-    if last is not None and last <= t0 + lo:
-        i = nper - 1            # every period has begun (no big-int arithmetic)
-        occ = 0
-    else:
-        rel = t0 - base + lo
-        i = -1
-        while i + 1 < nper and per[3 * (i + 1)] <= rel:
-            i += 1
-        occ = lo - rel          # base - t0
-    _occ[s] = occ if i + 1 < nper else 0
-    _end[s] = hi if stop is None or stop >= t1 else _min(stop - t0, hi)
-    _span[s] = -1
-    _nx[s] = lo
-    _nv[s] = i
-    _j[s] = i + 1
-
-
-def _min(a, b):
-    return a if a < b else b
+    slots.room(n)
+    while len(_sprof) < n:
+        _sprof.append(None)
+        _sk.append(0)
+        _sgrp.append(0)
+        _sst.append(0)
 
 
 def _groups(p, g_pass, k_lo, k_hi, txs, n):
@@ -357,21 +194,9 @@ def _evse_value(k):
     _take_layer(s)
 
 
-def _ordered(profiles):
-    f = getattr(profiles, "ordered", None)
-    if f is not None:
-        return f()
-    out = list(profiles)
-    out.sort(key=_order_key)
-    return out
-
-
-def _order_key(p):
-    return (-p.stack, p.id)
-
-
 def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=False):
-    """Composite schedule of `evse_id` over [start_t, start_t + duration) in `unit`.
+    """Composite schedule of `evse_id` over [start_t, start_t + duration) in `unit`
+    from `profiles`, a ProfileSet (its ordered() is the layer order: no sort here).
 
     Returns (periods, next_change_t): periods = [(start_offset, limit_tenths,
     number_phases_or_0), ...] with equal neighbours merged, first offset 0;
@@ -392,7 +217,6 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
     t0 = start_t
     w = duration if duration > 0 else 1
     t1 = t0 + w
-    _W[0] = w
     cv = _cv
     cv[0] = unit
     cv[1] = cfg.supply_voltage
@@ -407,7 +231,7 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
         k_lo = k_hi = evse_id
     ngroups = _G_EVSE + 3 * k_hi
     # 1. slots, grouped, best first: count, then place (the order is the set's)
-    plist = _ordered(profiles)
+    plist = profiles.ordered()
     for g in range(ngroups):
         _ge[g] = 0
     n = 0
@@ -429,7 +253,7 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
     for s in range(n):
         k = _sk[s]
         tx = txs.get(k) if k else None
-        _setup(s, _sprof[s], t0, t1, t0 if tx is None else tx[1])
+        slots.setup(s, _sprof[s], t0, t1, t0 if tx is None else tx[1], w)
     for g in range(ngroups):
         _lead[g] = -1
         _dirty[g] = 1
@@ -438,13 +262,13 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
     prev_lim = -2
     prev_ph = -1
     nxt = None
-    nx = _nx
-    nv = _nv
+    nx = slots.nx
+    nv = slots.nv
     cur = _cur
     sper = _sper
-    sj = _j
-    socc = _occ
-    send = _end
+    sj = slots.sj
+    socc = slots.socc
+    send = slots.send
     sgrp = _sgrp
     sst = _sst
     lead = _lead
@@ -453,17 +277,17 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
     off = 0
     while True:
         changed = off == 0
-        m = _NONE
+        m = w  # the next change inside the window (w: none is left)
         # one pass: the slots changing at `off` and the next change point. A
         # binary heap of the slots measured slower on the unix port for the
         # benchmark's 20 slots (several change at once; a sift costs more than
-        # the scan); what the scan saves is _advance's call and global look-ups.
+        # the scan); what the scan saves is advance's call and global look-ups.
         for s in range(n):
             x = nx[s]
             if x == off:
                 while x == off:
                     cur[s] = nv[s]
-                    # _advance's common case inline (the next period of the
+                    # slots.advance's common case inline (the next period of the
                     # same occurrence); every other case goes through it
                     per = sper[s]
                     j = sj[s]
@@ -476,7 +300,7 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
                             nv[s] = j
                             sj[s] = j + 1
                             continue
-                    _advance(s, off)
+                    slots.advance(s, off, w)
                     x = nx[s]
                 # only a change at or above the layer's leader (or of its
                 # stackLevel) can change the layer
@@ -544,11 +368,12 @@ def compute(cfg, profiles, evse_id, start_t, duration, unit, stop_at_change=Fals
         off = m
     if nxt is None:
         nxt = t1
-    # drop the references to the profiles (the lists' length is kept)
+    # drop the references to the profiles and the occurrence starts (a big int
+    # in slots.setup's rare case); the lists' length is kept
     for s in range(n):
         _sprof[s] = None
-        _sper[s] = None
-        _occ[s] = 0
+        sper[s] = None
+        socc[s] = 0
     return out, nxt
 
 

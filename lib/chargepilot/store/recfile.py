@@ -1,6 +1,6 @@
 """Framed files: one JSON text + an integrity line (CRC-32 and length), the
 store's errors, and SettingsFile, a small durable dict. Format and API:
-docs/store-format.md. (Kept apart from store.py so that each module compiles
+docs/store-format.md. (Kept apart from profilestore.py so that each module compiles
 in little RAM.)
 """
 
