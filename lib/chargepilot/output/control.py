@@ -309,7 +309,11 @@ class Controller:
                     self.latency_max_ms = d
             if self.wake_ticks == woken:
                 self.wake_ticks = None
-        notify.after_step(self)
+        if self._outq:  # deliver now, or wake the task that does (run())
+            if self._qevent is None:
+                notify.deliver(self)
+            else:
+                self._qevent.set()
         ms = self.supervise_ms if busy else self.idle_ms
         if now is not None and self._next_t is not None:
             d = (self._next_t - now) * 1000

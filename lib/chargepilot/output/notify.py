@@ -24,15 +24,6 @@ def put(ctl, which, args):
     q.append((which, args))
 
 
-def after_step(ctl):
-    """The step is done: deliver now (no task running) or wake the task."""
-    if ctl._outq:
-        if ctl._qevent is None:
-            deliver(ctl)
-        else:
-            ctl._qevent.set()
-
-
 def deliver(ctl):
     """Call ctl.on_output / ctl.on_fault (read now: the app sets them after it made
     the Controller) for what the steps queued, oldest first."""
