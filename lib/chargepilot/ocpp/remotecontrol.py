@@ -80,6 +80,7 @@ def bind(txs, evse_id, tid, p, obj):
     else:
         log.info(_TAG, "TxProfile %d bound to transaction %s (K05)" % (p.id, tid))
 
+
 def started(txs, evse_id, e, tid):
     """A transaction `tid` starts on Evse `e` with a remote start pending: it is
     that start's (remote_id, K05 profile bound) -> (transactionInfo extra, idToken)."""
