@@ -13,7 +13,6 @@ from fakews import pair
 
 from chargepilot.station import agent
 from chargepilot.base import clock
-from chargepilot.net import utf8
 from chargepilot.ocppj import outbox
 from chargepilot.ocpp import devicemodel as variables
 
@@ -163,7 +162,7 @@ async def _stored_text():
 
     async def recv_seen(timeout_ms=None):
         text = await recv(timeout_ms)
-        assert utf8.utf8_valid(text.encode()), text.encode()
+        assert F.utf8_valid(text.encode()), text.encode()
         msg = json.loads(text)
         if msg[0] == 2 and msg[2] == "TransactionEvent":
             got.append(msg[3]["idToken"]["idToken"].encode())

@@ -4,7 +4,7 @@ import asyncio
 import json
 import sys
 
-from chargepilot.net import utf8, wsrare
+from chargepilot.net import wsrare
 from chargepilot.net import ws, wshs
 from chargepilot.net import wsframe as F
 
@@ -172,11 +172,11 @@ UTF8_BAD = (
 
 def test_utf8_check_is_strict():
     for b in UTF8_GOOD:
-        assert utf8.utf8_valid(b), b
+        assert F.utf8_valid(b), b
         assert F.text(bytearray(b)) == b.decode()
     for b in UTF8_BAD:
-        assert not utf8.utf8_valid(b), b
-        assert not utf8.utf8_valid(b"ok " + b + b" ok"), b
+        assert not F.utf8_valid(b), b
+        assert not F.utf8_valid(b"ok " + b + b" ok"), b
         e = _raises(1007, F.text, bytearray(b"x" + b))
         assert "UTF-8" in str(e)
     _raises(1007, F.parse_close, b"\x03\xe8\xed\xa0\x80")
@@ -536,7 +536,7 @@ async def test_json_in_pieces_is_the_same_frame():
     assert n == len(want) and b"".join(chunks) == want
     assert max(len(c) for c in chunks) <= 256
     for c in chunks:  # each piece is whole characters
-        assert utf8.utf8_valid(c), c
+        assert F.utf8_valid(c), c
     s, w = _sock(max_message=4000)
     await w.send_pieces(chunks, n)
     assert _unmasked(bytes(s.out)) == (F.OP_TEXT, want)
@@ -549,7 +549,7 @@ def test_text_pieces_cut_at_characters_and_refuse_what_needs_repair():
     chunks, n = pieces.text_pieces(text)
     got = [bytes(c) for c in chunks]
     assert n == len(text.encode()) and b"".join(got) == text.encode()
-    assert all(utf8.utf8_valid(c) for c in got)
+    assert all(F.utf8_valid(c) for c in got)
     assert len(got) == 2  # 327 characters, 256 per piece
     # a CESU-8 pair (what an older version stored) is repaired only on the fast way
     if sys.implementation.name == "micropython":

@@ -11,10 +11,10 @@ exactly so). Both have a second way that needs no block bigger than `_PIECE`:
 Each returns (an iterable of pieces, the message's byte length); ws.send_pieces
 sends them as one frame. The slow way (a Python call per piece, json.dump's
 many small writes) is taken only after the fast one raised MemoryError.
-Imported on first need, like utf8.py.
+Imported on first need.
 
 A piece never ends inside a UTF-8 sequence, so each is checked on its own
-(utf8.utf8_valid). Text that is not valid UTF-8 (a CESU-8 pair stored by an
+(wsframe.utf8_valid). Text that is not valid UTF-8 (a CESU-8 pair stored by an
 older version, repaired on the fast way) raises MemoryError here: it can be
 repaired once there is memory for it, so it must not be refused as not Unicode.
 """
@@ -27,7 +27,6 @@ import os
 from micropython import const
 
 from chargepilot.net import wsframe as F
-from chargepilot.net import utf8
 
 _PIECE = const(256)
 
@@ -72,7 +71,7 @@ class _Collector(io.IOBase):
 
 def _check(piece):
     # max() runs in C: the byte loop of utf8_valid only for a piece that is not ASCII
-    if piece and max(piece) >= 0x80 and not utf8.utf8_valid(piece):
+    if piece and max(piece) >= 0x80 and not F.utf8_valid(piece):
         raise MemoryError("text needs repair (CESU-8); no memory to repair it")
 
 

@@ -248,26 +248,14 @@ class WebSocket:
         raise ConnectionClosed(code, reason)
 
     def _data(self, fin, op, payload):
-        if payload is None:  # skipped (too big or no memory)
-            if not fin:
-                return None
-            head, size, sc, memory, op = self._big
-            self._big = None
-            if self._close_sent:
-                return None
-            if op == F.OP_BINARY:
-                raise FrameError(1003, "binary message; OCPP-J is text only")
-            from chargepilot.net.wsrare import MessageTooBig
+        if payload is not None:
+            try:
+                return self._kept(fin, op, payload)
+            except MemoryError:  # joining or decoding: the message was read, skip it
+                payload = self._frag if self._frag is not None else payload
+        from chargepilot.net import wsrare  # skipped (too big or no memory)
 
-            raise MessageTooBig(size, head, sc, memory)
-        try:
-            return self._kept(fin, op, payload)
-        except MemoryError:  # joining or decoding: the message was read, skip it
-            from chargepilot.net import wsrare
-
-            wsrare.skip_start(self, self._frag if self._frag is not None else payload, True, op)
-            payload = None
-            return self._data(fin, op, None)
+        return wsrare.skipped(self, fin, op, payload)
 
     def _kept(self, fin, op, payload):
         if op == F.OP_CONT:
@@ -375,16 +363,9 @@ class WebSocket:
         seen = self._rx_frames
         await self._send_frame(F.OP_PING, data)
         if timeout_ms is not None:  # (kept: CPython only holds weak references to tasks)
-            self._watch = asyncio.create_task(self._pong_watch(seen, timeout_ms))
+            from chargepilot.net import wsrare  # the agent watches pongs itself
 
-    async def _pong_watch(self, seen, timeout_ms):
-        await asyncio.sleep_ms(timeout_ms)
-        if self.closed or self._rx_frames != seen:
-            return
-        self.close_code = _ABNORMAL
-        self.close_reason = "no answer to ping within %d ms" % timeout_ms
-        log.warn(_TAG, self.close_reason)
-        await self._shutdown()
+            self._watch = asyncio.create_task(wsrare.pong_watch(self, seen, timeout_ms))
 
     async def close(self, code=1000, reason=""):
         """Send our close, wait (bounded) for the peer's, then drop the TCP connection."""
@@ -404,22 +385,8 @@ class WebSocket:
                 await asyncio.wait_for_ms(self._close_ev.wait(), self.close_timeout_ms)
             except asyncio.TimeoutError:
                 pass
-        else:
-            await self._drain_until_close()
-        await self._shutdown()
+        else:  # no recv() task: read the answer here (rare: the agent always has one)
+            from chargepilot.net import wsrare
 
-    async def _drain_until_close(self):
-        deadline = time.ticks_add(time.ticks_ms(), self.close_timeout_ms)
-        self._reading = True
-        try:
-            while not self.closed:
-                fin, op, payload = await self._read_frame(deadline)
-                if op == F.OP_CLOSE:
-                    code, reason = F.parse_close(payload)
-                    if self.close_code is None or self.close_code == F.CLOSE_NO_STATUS:
-                        self.close_code = code
-                    return
-        except Exception:
-            return
-        finally:
-            self._reading = False
+            await wsrare.drain_until_close(self)
+        await self._shutdown()

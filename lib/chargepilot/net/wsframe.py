@@ -1,7 +1,9 @@
 """RFC 6455 frames without I/O: masking, encoding, header checks, close payloads.
 
 `ws.py` does the socket work, `wshs.py` the URL and HTTP upgrade. Kept small and
-pure so the device tests check it byte for byte on both runtimes.
+pure so the device tests check it byte for byte on both runtimes. Text frames
+carry strict UTF-8 (RFC 3629) both ways, checked by a byte loop here (only for
+text that is not ASCII), with the repair of CESU-8 pairs for text going out.
 """
 
 from micropython import const
@@ -13,14 +15,10 @@ OP_CLOSE = const(8)
 OP_PING = const(9)
 OP_PONG = const(10)
 
-CLOSE_NORMAL = const(1000)
-CLOSE_GOING_AWAY = const(1001)
 CLOSE_PROTOCOL = const(1002)
 CLOSE_NO_STATUS = const(1005)
-CLOSE_ABNORMAL = const(1006)
 CLOSE_BAD_DATA = const(1007)
 CLOSE_TOO_BIG = const(1009)
-CLOSE_INTERNAL = const(1011)
 
 _MAX_CONTROL = const(125)
 _CHUNK = const(256)  # bytes XORed per big-int step when masking
@@ -129,9 +127,7 @@ def _utf8_buffer(text):
         return bytearray(utf8_out(text))
     if len(data) == len(text):
         return data
-    from chargepilot.net import utf8
-
-    if utf8.utf8_valid(data):
+    if utf8_valid(data):
         return data
     data = None
     return bytearray(utf8_out(text))
@@ -148,11 +144,9 @@ def utf8_out(text):
         data = text.encode("utf-8", "surrogatepass")
     if len(data) == len(text):
         return data
-    from chargepilot.net import utf8
-
-    if utf8.utf8_valid(data):
+    if utf8_valid(data):
         return data
-    fixed = utf8.cesu_repair(data)
+    fixed = cesu_repair(data)
     if fixed is None:
         raise ValueError("text is not Unicode (a lone UTF-16 surrogate); not sent")
     return fixed
@@ -229,8 +223,78 @@ def text(payload, what="text message"):
     except UnicodeError:  # MicroPython's; CPython raises its subclass UnicodeDecodeError
         raise FrameError(CLOSE_BAD_DATA, what + " is not valid UTF-8")
     if len(s) != len(payload):  # not ASCII: MicroPython's decoder is lenient
-        from chargepilot.net.utf8 import utf8_valid
-
         if not utf8_valid(payload):
             raise FrameError(CLOSE_BAD_DATA, what + " is not valid UTF-8")
     return s
+
+
+# ---------------------------------------------------------------- strict UTF-8
+
+
+def utf8_valid(buf):
+    """True when `buf` (bytes-like) is strict UTF-8 (RFC 3629): no overlong forms,
+    no surrogates (ED A0..BF), nothing above U+10FFFF, no truncated sequence.
+
+    A byte loop on purpose: MicroPython's own decoder lets overlong forms and
+    surrogates through, so the check must not depend on the runtime.
+    """
+    need = 0  # continuation bytes still due
+    lo = 0x80  # allowed range of the next continuation byte
+    hi = 0xBF
+    for b in buf:
+        if need:
+            if b < lo or b > hi:
+                return False
+            lo = 0x80
+            hi = 0xBF
+            need -= 1
+        elif b < 0x80:
+            continue
+        elif b < 0xC2:  # a stray continuation byte, or overlong C0/C1
+            return False
+        elif b < 0xE0:
+            need = 1
+        elif b < 0xF0:
+            need = 2
+            if b == 0xE0:
+                lo = 0xA0  # E0 80..9F: overlong
+            elif b == 0xED:
+                hi = 0x9F  # ED A0..BF: UTF-16 surrogates
+        elif b < 0xF5:
+            need = 3
+            if b == 0xF0:
+                lo = 0x90  # F0 80..8F: overlong
+            elif b == 0xF4:
+                hi = 0x8F  # F4 90.. : above U+10FFFF
+        else:
+            return False
+    return need == 0
+
+
+def cesu_repair(data):
+    """UTF-8 bytes from bytes where surrogate pairs are two 3-byte halves
+    (ED A0..AF xx ED B0..BF xx, what MicroPython's json.loads made of an escaped
+    pair before unicode_text existed), or None when a lone surrogate remains."""
+    out = bytearray()
+    i = 0
+    n = len(data)
+    while True:
+        j = data.find(b"\xed", i)
+        if j < 0:
+            out += data[i:]
+            break
+        if j + 1 < n and data[j + 1] >= 0xA0:  # a surrogate half
+            if not (j + 5 < n and 0xA0 <= data[j + 1] <= 0xAF and data[j + 3] == 0xED
+                    and 0xB0 <= data[j + 4] <= 0xBF):
+                return None
+            hi = ((data[j + 1] & 0x0F) << 6) | (data[j + 2] & 0x3F)
+            lo = ((data[j + 4] & 0x0F) << 6) | (data[j + 5] & 0x3F)
+            cp = 0x10000 + (hi << 10) + lo
+            out += data[i:j]
+            out += bytes((0xF0 | (cp >> 18), 0x80 | ((cp >> 12) & 0x3F),
+                          0x80 | ((cp >> 6) & 0x3F), 0x80 | (cp & 0x3F)))
+            i = j + 6
+        else:
+            out += data[i : j + 1]
+            i = j + 1
+    return bytes(out) if utf8_valid(out) else None

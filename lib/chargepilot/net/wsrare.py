@@ -1,11 +1,21 @@
-"""A data message read off the wire without being kept (over `keep_max`, or no
-memory for it): MessageTooBig, and the connection lives. Kept out of ws.py,
-which every frame goes through, so that this code is imported on first need.
+"""The paths of ws.WebSocket a healthy session seldom or never takes, kept out
+of ws.py (which every frame goes through) so that this code is imported on
+first need:
+
+* a data message read off the wire without being kept (over `keep_max`, or no
+  memory for it): MessageTooBig, and the connection lives;
+* a data frame that breaks the fragmentation rules (1002, once it is read);
+* close() with no recv() task to see the peer's answer;
+* the ping watchdog of ping(timeout_ms) (the agent watches pongs itself).
 """
+
+import asyncio
+import time
 
 from micropython import const
 
-from chargepilot.net.wsframe import FrameError, WebSocketError
+from chargepilot.base import log
+from chargepilot.net.wsframe import FrameError, WebSocketError, parse_close
 
 _SKIP_CHUNK = const(256)  # read size while skipping a message that is not kept
 _HEAD = const(128)  # first bytes kept of it (MessageTooBig.head)
@@ -77,3 +87,53 @@ async def skip(w, n):
             big[0] += chunk[: _HEAD - len(big[0])]
         if sc is not None:
             sc.feed(chunk)
+
+
+def skipped(w, fin, op, data):
+    """ws.WebSocket `w` skips the rest of the message this frame belongs to; `data`
+    (not None: the message was read, but joining or decoding it raised MemoryError)
+    is what of it is read. With the last frame: MessageTooBig (None once closing)."""
+    if data is not None:
+        skip_start(w, data, True, op)
+        data = None
+    if not fin:
+        return None
+    head, size, sc, memory, op = w._big
+    w._big = None
+    if w._close_sent:
+        return None
+    if op == 2:  # binary
+        raise FrameError(1003, "binary message; OCPP-J is text only")
+    raise MessageTooBig(size, head, sc, memory)
+
+
+async def drain_until_close(w):
+    """ws.WebSocket.close with no recv() running: read (and drop) what comes until
+    the peer's close frame, at most w.close_timeout_ms; its code is kept when ours
+    said none."""
+    deadline = time.ticks_add(time.ticks_ms(), w.close_timeout_ms)
+    w._reading = True
+    try:
+        while not w.closed:
+            fin, op, payload = await w._read_frame(deadline)
+            if op == 8:  # close
+                code, reason = parse_close(payload)
+                if w.close_code is None or w.close_code == 1005:  # ours had no status
+                    w.close_code = code
+                return
+    except Exception:
+        return
+    finally:
+        w._reading = False
+
+
+async def pong_watch(w, seen, timeout_ms):
+    """ws.WebSocket.ping(timeout_ms): drop the connection (recv() raises
+    ConnectionClosed(1006)) when no frame at all came in `timeout_ms` after it."""
+    await asyncio.sleep_ms(timeout_ms)
+    if w.closed or w._rx_frames != seen:
+        return
+    w.close_code = 1006
+    w.close_reason = "no answer to ping within %d ms" % timeout_ms
+    log.warn("ws", w.close_reason)
+    await w._shutdown()

@@ -80,6 +80,18 @@ def bind(txs, evse_id, tid, p, obj):
     else:
         log.info(_TAG, "TxProfile %d bound to transaction %s (K05)" % (p.id, tid))
 
+
+def started(txs, evse_id, e, tid):
+    """A transaction `tid` starts on Evse `e` with a remote start pending: it is
+    that start's (remote_id, K05 profile bound) -> (transactionInfo extra, idToken)."""
+    pend = e.pending
+    e.pending = None
+    e.tx.remote_id = pend[0]
+    if pend[2] is not None:
+        bind(txs, evse_id, tid, pend[2], pend[3])
+    return {"remoteStartId": pend[0]}, pend[1]
+
+
 def request_start(txs, payload):
     """RequestStartTransactionRequest (validated) -> response payload (F01, K05)."""
     rid = payload.get("remoteStartId") if type(payload) is dict else None

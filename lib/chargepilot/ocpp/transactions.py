@@ -152,30 +152,10 @@ class Transactions:
             except Exception as e:
                 log.exception(_TAG, "hold callback", e)
 
-    def _new_id(self, evse_id, now):
-        if self._id_fn is not None:
-            tid = self._id_fn(evse_id)
-        else:
-            self._count += 1
-            tid = "%x-%08x-%d-%d" % (now or 0, txevse.rand32(), evse_id, self._count)
-        if type(tid) is not str or not tid or len(tid) > 36:
-            raise ValueError("transactions: transactionId must be 1..36 characters, got %r"
-                             % (tid,))
-        return tid
-
     def _event(self, evse_id, e, kind, trigger, now, extra_info=None, id_token=None):
         tx = e.tx
-        info = {"transactionId": tx.id}
-        if tx.cstate is not None:
-            info["chargingState"] = tx.cstate
-        if extra_info:
-            for k in extra_info:
-                info[k] = extra_info[k]
-        p = {"eventType": kind, "timestamp": self.out.stamp(now), "triggerReason": trigger,
-             "seqNo": tx.seq, "transactionInfo": info,
-             "evse": {"id": evse_id, "connectorId": 1}}
-        if id_token is not None:
-            p["idToken"] = id_token
+        p = txevse.event_payload(evse_id, tx, kind, trigger, self.out.stamp(now), extra_info,
+                                 id_token)
         self._meter(p, evse_id, kind, trigger, e.adv, now)
         if self.online is not None:
             try:
@@ -230,30 +210,23 @@ class Transactions:
         return (st == "B" or st == "C" or st == "D") and (self.start_point == EV_CONNECTED
                                                            or e.relay)
 
-
     # ------------------------------------------------------------ start / end
 
     def _start(self, evse_id, e, trigger, now):
         try:
-            tid = self._new_id(evse_id, now)
+            self._count += 1
+            tid = txevse.new_id(self._id_fn, evse_id, now, self._count)
         except Exception as e2:
             log.exception(_TAG, "no transactionId for EVSE %d" % evse_id, e2)
             return None
         tx = txevse.Tx(tid, now)
         e.tx = tx
         self.cfg.start_transaction(evse_id, tid, now if now is not None else 0)
-        extra = None
-        token = None
-        pend = e.pending
-        if pend is not None:
-            e.pending = None
-            tx.remote_id = pend[0]
-            token = pend[1]
-            extra = {"remoteStartId": pend[0]}
-            if pend[2] is not None:  # set by remotecontrol.request_start: loaded
-                from chargepilot.ocpp import remotecontrol
+        extra = token = None
+        if e.pending is not None:  # set by remotecontrol.request_start: loaded
+            from chargepilot.ocpp import remotecontrol
 
-                remotecontrol.bind(self, evse_id, tid, pend[2], pend[3])
+            extra, token = remotecontrol.started(self, evse_id, e, tid)
         txevse.set_charging_state(tx, txevse.charging_state(e), now)
         tx.adv = e.adv
         log.info(_TAG, "EVSE %d: transaction %s started (%s)" % (evse_id, tid, trigger))

@@ -1,7 +1,8 @@
 """One EVSE as the transactions see it, and what its pilot state means in OCPP:
 the connector status (StatusNotification, G01; Unavailable for G03/G04) and the
 transaction's chargingState (E02: EVConnected, Charging, SuspendedEV,
-SuspendedEVSE). Plain records and pure functions for transactions.py.
+SuspendedEVSE), a transactionId, a TransactionEvent's payload. Plain records
+and pure functions for transactions.py.
 """
 
 import os
@@ -23,6 +24,21 @@ def rand32():
         import random
 
         return random.getrandbits(32)
+
+
+def new_id(id_fn, evse_id, now, count):
+    """A transactionId: `id_fn(evse_id)` when given (tests), else the start time
+    and 32 random bits (apart from the ids of earlier boots, with no counter in
+    flash), the EVSE and `count` (this boot's n-th). ValueError unless 1..36
+    characters (the schema's limit)."""
+    if id_fn is not None:
+        tid = id_fn(evse_id)
+    else:
+        tid = "%x-%08x-%d-%d" % (now or 0, rand32(), evse_id, count)
+    if type(tid) is not str or not tid or len(tid) > 36:
+        raise ValueError("transactions: transactionId must be 1..36 characters, got %r"
+                         % (tid,))
+    return tid
 
 
 class Tx:
@@ -87,3 +103,21 @@ def set_charging_state(tx, cs, now):
     if cs == CHARGING:
         tx.charged = True
     tx.cstate = cs
+
+
+def event_payload(evse_id, tx, kind, trigger, stamp, extra_info=None, id_token=None):
+    """The TransactionEventRequest of Tx `tx` (seqNo not yet advanced): the
+    transactionInfo with its chargingState and `extra_info`, the idToken if any;
+    meter values and the offline flag are the caller's to add."""
+    info = {"transactionId": tx.id}
+    if tx.cstate is not None:
+        info["chargingState"] = tx.cstate
+    if extra_info:
+        for k in extra_info:
+            info[k] = extra_info[k]
+    p = {"eventType": kind, "timestamp": stamp, "triggerReason": trigger,
+         "seqNo": tx.seq, "transactionInfo": info,
+         "evse": {"id": evse_id, "connectorId": 1}}
+    if id_token is not None:
+        p["idToken"] = id_token
+    return p

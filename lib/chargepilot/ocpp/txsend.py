@@ -241,17 +241,3 @@ class Sender:
                 continue
             if h[4] is not None:
                 self.forget(h[4])  # a recovered Ended is out: off the file now
-
-    def _wake(self):
-        if self.changed is not None:
-            try:
-                self.changed()
-            except Exception as e:
-                log.exception(_TAG, "changed callback", e)
-
-    def _hold(self, evse_id, held):
-        if self.hold is not None:
-            try:
-                self.hold(evse_id, held)
-            except Exception as e:
-                log.exception(_TAG, "hold callback", e)

@@ -25,8 +25,8 @@ The network is never consulted: offline, the stored schedule keeps applying.
 
 No flash write in the step: `on_output` and `on_fault` (transactions, the
 outbox, the running-transactions file all write flash) are queued by the step
-and called after every EVSE was driven; under `run()` a second task calls
-them, so a slow write never delays the next step. The relay guard on the
+and called after every EVSE was driven (notify.py); under `run()` a second task
+calls them, so a slow write never delays the next step. The relay guard on the
 board's timer (C -> B) depends on neither.
 
 Latency (a profile change -> the board output): `changed()` stamps
@@ -42,6 +42,7 @@ from micropython import const
 
 from chargepilot.smart import composite
 from chargepilot.base import log
+from chargepilot.output import notify
 from chargepilot.smart.profile import UNIT_A, UNIT_W
 
 _TAG = "control"
@@ -111,8 +112,8 @@ class Controller:
         self.latency_max_ms = 0
         self.recomputes = 0
         self.steps = 0
-        self._outq = []  # (callback index, args) queued by step(), delivered after it
-        self._qevent = None  # set by run(): a notifier task delivers the queue
+        self._outq = []  # (0: on_output / 1: on_fault, args) queued by step() (notify.py)
+        self._qevent = None  # set by run(): a task delivers the queue
 
     # ------------------------------------------------------------ inputs
 
@@ -123,8 +124,6 @@ class Controller:
         self._dirty = True
         if self._event is not None:
             self._event.set()
-
-    wake = changed
 
     def set_store_ok(self, ok):
         """The agent's flag: False = the profile store could not be read (pause all)."""
@@ -292,7 +291,7 @@ class Controller:
                 self._adv[k] = adv
                 self._state[k] = st
                 self._relay[k] = relay
-                self._queue(0, (k, st, lim, adv, relay, self._avail[k]))
+                notify.put(self, 0, (k, st, lim, adv, relay, self._avail[k]))
             if st != "A" or relay:
                 busy = True
             self._report(k)
@@ -310,9 +309,9 @@ class Controller:
                     self.latency_max_ms = d
             if self.wake_ticks == woken:
                 self.wake_ticks = None
-        if self._outq:
+        if self._outq:  # deliver now, or wake the task that does (run())
             if self._qevent is None:
-                self.deliver()
+                notify.deliver(self)
             else:
                 self._qevent.set()
         ms = self.supervise_ms if busy else self.idle_ms
@@ -330,32 +329,6 @@ class Controller:
             self.board.safe()
         except Exception as e2:
             log.exception(_TAG, "board.safe", e2)
-
-    def _queue(self, which, args):
-        q = self._outq
-        if len(q) >= 8 * self.evse_count + 8:
-            self.deliver()  # the notifier is starved: deliver here rather than drop a change
-        q.append((which, args))
-
-    def deliver(self):
-        """Call on_output / on_fault for what the steps queued, oldest first."""
-        q = self._outq
-        while q:
-            which, args = q.pop(0)
-            cb = self.on_output if which == 0 else self.on_fault
-            if cb is None:
-                continue
-            try:
-                cb(*args)
-            except Exception as e:
-                log.exception(_TAG, "%s callback for EVSE %d"
-                              % ("on_output" if which == 0 else "on_fault", args[0]), e)
-
-    async def _notifier(self, ev):
-        while self._running:
-            await ev.wait()
-            ev.clear()
-            self.deliver()
 
     def _report(self, k):
         text = self._cfault[k]
@@ -378,7 +351,7 @@ class Controller:
         else:
             log.error(_TAG, "EVSE %d: %s" % (k, text))
         if self.on_fault is not None:
-            self._queue(1, (k, text))
+            notify.put(self, 1, (k, text))
 
     # ------------------------------------------------------------ the task
 
@@ -387,21 +360,7 @@ class Controller:
         self._running = True
         if self._event is None:
             self._event = asyncio.Event()
-        ev = self._event
-        if self._qevent is None:
-            self._qevent = asyncio.Event()
-        notifier = asyncio.create_task(self._notifier(self._qevent))
-        try:
-            await self._loop(ev)
-        finally:
-            self._running = False
-            self._qevent.set()
-            try:
-                await asyncio.wait_for_ms(notifier, 1000)
-            except BaseException:
-                pass
-            self._qevent = None
-            self.deliver()
+        await notify.around(self, self._loop(self._event))
 
     async def _loop(self, ev):
         while self._running:
