@@ -61,7 +61,10 @@ HANDLED = ("GetVariables", "SetVariables", "SetChargingProfile", "GetChargingPro
            "RequestStopTransaction")  # what app.Station answers today: the generators aim
 # at these; the oracle follows the station's real handler table, and a handler added
 # later still gets schema-generated payloads (any action with a table is drawn).
-ITEMS_PER_MESSAGE = 16  # DeviceDataCtrlr.ItemsPerMessage default (read-only)
+# DeviceDataCtrlr.ItemsPerMessage is read-only and the station sets it from its heap
+# (agent._message_budget: 100 on CPython); a CSMS reads it with GetVariables, and the
+# rule the oracle holds the station to is "more items than it advertises: refused".
+# The harness reads the advertised values (Harness.items_per_message).
 
 # cases run per target in this process (tools/fuzz prints them)
 COUNTS = {}
@@ -399,6 +402,14 @@ class Harness:
         self.reader = None
         self.probe_n = 0
 
+    def items_per_message(self):
+        """What the station advertises, as a CSMS reads it (GetVariables of the
+        read-only DeviceDataCtrlr.ItemsPerMessage per action)."""
+        out = {}
+        for action in ("GetVariables", "SetVariables"):
+            out[action] = int(self.dm.get("ItemsPerMessage" + action))
+        return out
+
     def start(self):
         self.task = asyncio.create_task(self.rpc.run())
         self.reader = asyncio.create_task(self._read())
@@ -528,9 +539,10 @@ class Expect:
         return None
 
 
-def expect(text, handlers, refused=False):
+def expect(text, handlers, refused=False, items_per_message=None):
     """The Part 4 answer one incoming frame must get (see Expect); `refused`: the
-    BootNotification was Rejected, so every CALL gets SecurityError (B03.FR.08)."""
+    BootNotification was Rejected, so every CALL gets SecurityError (B03.FR.08);
+    `items_per_message`: {action: DeviceDataCtrlr.ItemsPerMessage the station advertises}."""
     try:
         msg = json.loads(text)
     except (ValueError, RecursionError):
@@ -574,7 +586,7 @@ def expect(text, handlers, refused=False):
         codes.add(E.TYPE_CONSTRAINT_VIOLATION)
     if action in ("GetVariables", "SetVariables"):
         items = payload["getVariableData" if action == "GetVariables" else "setVariableData"]
-        if len(items) > ITEMS_PER_MESSAGE:
+        if len(items) > (items_per_message or {})[action]:
             return Expect(rid, (E.OCCURRENCE_CONSTRAINT_VIOLATION,), why="over ItemsPerMessage")
     return Expect(rid, codes, result_for=action, why="valid %s" % action)
 
@@ -618,7 +630,7 @@ def _matching(expects, answers):
 async def run_frames(h, frames, burst):
     """Send `frames` (texts) from the CSMS; raise AssertionError on any broken invariant."""
     refused = h.agent.registration == "Rejected"
-    expects = [expect(t, h.handlers, refused) for t in frames]
+    expects = [expect(t, h.handlers, refused, h.items_per_message()) for t in frames]
     problems = []
     if burst:
         groups = [(frames, expects)]

@@ -63,6 +63,11 @@ MALFORMED = (
     ('[2, "m12", "Reset", {"type": "Later"}]', "m12", E.PROPERTY_CONSTRAINT_VIOLATION),
     ('[2, "m13", "Reset", {"type": "OnIdle", "evseId": -1}]', "m13", E.PROPERTY_CONSTRAINT_VIOLATION),
     ('[2, "m14", "Reset", {"type": "OnIdle", "colour": "red"}]', "m14", E.FORMAT_VIOLATION),
+    # a lone surrogate escape in a frame that is neither a CALL nor an answer: it is
+    # the frame's shape that is wrong, as without the escape (the fuzzer's finding:
+    # kind 0 was taken for an answer and got nothing)
+    ('[0, "m15" \\uD800', "-1", E.RPC_FRAMEWORK_ERROR),
+    ('[7, "m16", "\\uD800", {}]', "m16", E.MESSAGE_TYPE_NOT_SUPPORTED),
 )
 
 

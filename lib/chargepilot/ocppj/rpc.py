@@ -230,7 +230,8 @@ class Rpc:
                 got = _salvage(text)
                 if got is not None and got[0] == CALL:
                     return got[1], e.code, e.description
-                if got is not None:  # an answer: our CALL ends now
+                if got is not None and (got[0] == CALLRESULT or got[0] == CALLERROR):
+                    # an answer: our CALL ends now
                     from chargepilot.ocppj import framefix
 
                     framefix.bad_answer(self, got[0], got[1], e.code, e.description)
