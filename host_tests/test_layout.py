@@ -10,6 +10,8 @@
 * A board module (boards/*/) imports from `base`, `store` and `output` only: it holds
   pins and drivers, the output sequence it runs is output/sequence.py.
 
+* No module over 400 lines (issue 13: a module past that has grown a second job).
+
 Imports are read with `ast`, never by importing the code.
 """
 
@@ -201,3 +203,17 @@ def test_boards_import_only_base_store_and_output():
                 if len(parts) < 2 or parts[1] not in ("base", "store", "output"):
                     bad.append("boards/%s/%s imports %s" % (board, n, target))
     assert not bad, "\n".join(bad)
+
+
+# Issue 13 item 2: a module a newcomer can read; past ~400 lines it has grown a second job.
+MAX_LINES = 400
+
+
+def test_no_module_is_over_400_lines():
+    long = []
+    for rel in sorted(code_modules()):
+        with open(os.path.join(PKG, rel), "rb") as f:
+            n = f.read().count(b"\n")
+        if n > MAX_LINES:
+            long.append("%s: %d lines" % (rel, n))
+    assert not long, "modules over %d lines (split along their jobs): %s" % (MAX_LINES, long)
