@@ -9,7 +9,6 @@
   (they are imports too, only later).
 * A board module (boards/*/) imports from `base`, `store` and `output` only: it holds
   pins and drivers, the output sequence it runs is output/sequence.py.
-
 * No module over 400 lines (issue 13: a module past that has grown a second job).
 
 Imports are read with `ast`, never by importing the code.
