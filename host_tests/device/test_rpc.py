@@ -68,6 +68,11 @@ MALFORMED = (
     # kind 0 was taken for an answer and got nothing)
     ('[0, "m15" \\uD800', "-1", E.RPC_FRAMEWORK_ERROR),
     ('[7, "m16", "\\uD800", {}]', "m16", E.MESSAGE_TYPE_NOT_SUPPORTED),
+    # not JSON is what is wrong first, with or without the escape
+    ('[2, "m17" \\uD800', "m17", E.FORMAT_VIOLATION),
+    # a CALL with a lone surrogate is refused whatever its id looks like (escaped here,
+    # which the id salvage does not read): never handed to a handler
+    ('[2, "m\\u0031\\u0038", "Reset", {"type": "\\uD800"}]', "m18", E.TYPE_CONSTRAINT_VIOLATION),
 )
 
 

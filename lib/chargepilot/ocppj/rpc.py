@@ -223,28 +223,19 @@ class Rpc:
         """A frame -> None (nothing to send), (id, code, description) for a CALLERROR,
         or (id, None, (action, handler, payload)) for a CALL to run."""
         E = errors
+        lone = None
         try:
             try:
                 text = unicode_text(text)  # the same strings on both runtimes
-            except OcppError as e:  # a lone surrogate
-                got = _salvage(text)
-                if got is not None and got[0] == CALL:
-                    return got[1], e.code, e.description
-                if got is not None and (got[0] == CALLRESULT or got[0] == CALLERROR):
-                    # an answer: our CALL ends now
-                    from chargepilot.ocppj import framefix
-
-                    framefix.bad_answer(self, got[0], got[1], e.code, e.description)
-                    return None
-                # Not a recognisable frame: what is wrong with it is its shape,
-                # or that it is not JSON at all, as for any other text.
+            except OcppError as e:  # a lone surrogate: refused below if the frame is JSON
+                lone = e
             msg = json.loads(text)
         except MemoryError:
             got = _salvage(text)
             if got is not None and got[0] != CALL:
                 return None
             return (got[1] if got else "-1"), E.INTERNAL_ERROR, "out of memory reading the frame"
-        except Exception:  # ValueError, RecursionError: not JSON
+        except Exception:  # ValueError, RecursionError: not JSON (first, as without the escape)
             from chargepilot.ocppj import framefix
 
             return framefix.not_json(self, text)
@@ -254,6 +245,14 @@ class Rpc:
         kind = msg[0]
         if type(kind) is bool or type(kind) is not int:
             return rid, E.RPC_FRAMEWORK_ERROR, "MessageTypeId is not a number"
+        if lone is not None and (kind == CALL or kind == CALLRESULT or kind == CALLERROR):
+            # never handled, whatever its id looks like; an answer ends our CALL now
+            if kind == CALL:
+                return rid, lone.code, lone.description
+            from chargepilot.ocppj import framefix
+
+            framefix.bad_answer(self, kind, rid, lone.code, lone.description)
+            return None
         if kind == CALLRESULT or kind == CALLERROR:
             self._on_answer(msg)
             return None
