@@ -245,15 +245,12 @@ class Rpc:
         kind = msg[0]
         if type(kind) is bool or type(kind) is not int:
             return rid, E.RPC_FRAMEWORK_ERROR, "MessageTypeId is not a number"
-        if lone is not None and (kind == CALL or kind == CALLRESULT or kind == CALLERROR):
-            # never handled, whatever its id looks like; an answer ends our CALL now
-            if kind == CALL:
-                return rid, lone.code, lone.description
-            from chargepilot.ocppj import framefix
-
-            framefix.bad_answer(self, kind, rid, lone.code, lone.description)
-            return None
         if kind == CALLRESULT or kind == CALLERROR:
+            if lone is not None:  # unreadable: our CALL ends now
+                from chargepilot.ocppj import framefix
+
+                framefix.bad_answer(self, kind, rid, lone.code, lone.description)
+                return None
             self._on_answer(msg)
             return None
         if kind != CALL:
@@ -268,6 +265,8 @@ class Rpc:
         try:
             if self.gate is not None:
                 self.gate(action)
+            if lone is not None:  # a CALL of the right shape, never handed to a handler
+                raise lone
             handler = self.handlers.get(action)
             if handler is None:
                 try:
