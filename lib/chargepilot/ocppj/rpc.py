@@ -224,6 +224,7 @@ class Rpc:
         or (id, None, (action, handler, payload)) for a CALL to run."""
         E = errors
         lone = None
+        raw = text  # what salvage reads when it is not JSON: ids with escapes stay unread
         try:
             try:
                 text = unicode_text(text)  # the same strings on both runtimes
@@ -231,14 +232,14 @@ class Rpc:
                 lone = e
             msg = json.loads(text)
         except MemoryError:
-            got = _salvage(text)
+            got = _salvage(raw)
             if got is not None and got[0] != CALL:
                 return None
             return (got[1] if got else "-1"), E.INTERNAL_ERROR, "out of memory reading the frame"
         except Exception:  # ValueError, RecursionError: not JSON (first, as without the escape)
             from chargepilot.ocppj import framefix
 
-            return framefix.not_json(self, text)
+            return framefix.not_json(self, raw)
         if type(msg) is not list or not msg:
             return "-1", E.RPC_FRAMEWORK_ERROR, "frame is not a non-empty JSON array"
         rid = errors.readable_id(msg)
