@@ -77,6 +77,18 @@ MALFORMED = (
     # not JSON, an id with escapes (a pair here): the salvage reads no escapes, on the
     # frame as it came (the fuzzer's finding: it read the id after the pair was decoded)
     ('[2, "\\ud83d\\ude00x" "Reset", {}]', "-1", E.RPC_FRAMEWORK_ERROR),
+    # not JSON, though MicroPython's json.loads gives each a meaning (a missing comma,
+    # colon or value, a number as key, a trailing comma, 01, 1., an unknown escape)
+    ('[2, "j1" "Reset", {"type": "OnIdle"}]', "j1", E.FORMAT_VIOLATION),
+    ('[2, "j2", "Reset", {"type" "OnIdle"}]', "j2", E.FORMAT_VIOLATION),
+    ('[2, "j3", "Reset", {"type": "OnIdle", "evseId": }]', "j3", E.FORMAT_VIOLATION),
+    ('[2, "j4", "Reset", {1: "OnIdle"}]', "j4", E.FORMAT_VIOLATION),
+    ('[2, "j5", "Reset", {"type": "OnIdle",}]', "j5", E.FORMAT_VIOLATION),
+    ('[2, "j6", "Reset", {"type": "OnIdle", "evseId": 01}]', "j6", E.FORMAT_VIOLATION),
+    ('[2, "j7", "Reset", {"type": "OnIdle", "evseId": 1.}]', "j7", E.FORMAT_VIOLATION),
+    ('[2, "j8", "Reset", {"type": "On\\xIdle"}]', "j8", E.FORMAT_VIOLATION),
+    ('[2, "j9",, "Reset", {"type": "OnIdle"}]', "j9", E.FORMAT_VIOLATION),
+    ('[2, "j10", "Reset", {"type": "OnIdle"}] [', "j10", E.FORMAT_VIOLATION),
 )
 
 
@@ -125,7 +137,8 @@ async def test_out_of_memory_reading_a_call_is_internal_error():
     rpc.json = _NoMemJson
     try:
         check_error(await s.ask('[2, "big1", "Reset", {"type": "OnIdle"}]'), "big1", E.INTERNAL_ERROR)
-        check_error(await s.ask("{{{"), "-1", E.INTERNAL_ERROR)
+        # JSON (the grammar check passes it), no id to read: "-1"
+        check_error(await s.ask('{"not": "a CALL"}'), "-1", E.INTERNAL_ERROR)
         await s.csms.send('[3, "x", {}]')  # an answer: never answered
         assert await s.silent()
     finally:

@@ -23,7 +23,7 @@ import os
 
 from micropython import const
 
-from chargepilot.ocppj import errors
+from chargepilot.ocppj import errors, jsongrammar
 from chargepilot.base import log as _log
 from chargepilot.ocppj.errors import (  # noqa: F401  (re-exported: rpc.CallError, ...)
     BadResponse, CallError, CallTimeout, ClosedAfterSend, Disconnected, OcppError, RpcError,
@@ -230,6 +230,8 @@ class Rpc:
                 text = unicode_text(text)  # the same strings on both runtimes
             except OcppError as e:  # a lone surrogate: refused below if the frame is JSON
                 lone = e
+            if jsongrammar.fault(text) is not None:  # MicroPython's json.loads is lenient
+                raise ValueError
             msg = json.loads(text)
         except MemoryError:
             got = _salvage(raw)
