@@ -539,6 +539,23 @@ class Expect:
         return None
 
 
+def _lone_surrogate(value):
+    """True when a string anywhere in `value` (keys too) holds a code point of
+    U+D800..U+DFFF (json.loads pairs the escapes of a valid pair into one)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if any(0xD800 <= ord(c) <= 0xDFFF for c in v):
+                return True
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+    return False
+
+
 def expect(text, handlers, refused=False, items_per_message=None):
     """The Part 4 answer one incoming frame must get (see Expect); `refused`: the
     BootNotification was Rejected, so every CALL gets SecurityError (B03.FR.08);
@@ -567,6 +584,10 @@ def expect(text, handlers, refused=False, items_per_message=None):
     action, payload = msg[2], msg[3]
     if refused:
         return Expect(rid, (E.SECURITY_ERROR,), why="registration Rejected")
+    if _lone_surrogate(msg):
+        # an escaped UTF-16 half alone is no Unicode scalar value (RFC 8259 section 8.2,
+        # Unicode 3.9): the text is not text; refused before the payload is looked at
+        return Expect(rid, (E.TYPE_CONSTRAINT_VIOLATION,), why="lone UTF-16 surrogate")
     if action not in handlers:
         if validate.known(action):
             return Expect(rid, (E.NOT_SUPPORTED,), why="known, not handled")

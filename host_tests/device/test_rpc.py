@@ -73,6 +73,10 @@ MALFORMED = (
     # a CALL with a lone surrogate is refused whatever its id looks like (escaped here,
     # which the id salvage does not read): never handed to a handler
     ('[2, "m\\u0031\\u0038", "Reset", {"type": "\\uD800"}]', "m18", E.TYPE_CONSTRAINT_VIOLATION),
+    ('[2, "m19", "Reset\\uD800"]', "m19", E.RPC_FRAMEWORK_ERROR),  # the shape first
+    # not JSON, an id with escapes (a pair here): the salvage reads no escapes, on the
+    # frame as it came (the fuzzer's finding: it read the id after the pair was decoded)
+    ('[2, "\\ud83d\\ude00x" "Reset", {}]', "-1", E.RPC_FRAMEWORK_ERROR),
 )
 
 
@@ -231,6 +235,10 @@ async def test_gate_refuses_with_security_error():
     s = Setup(gate=refuse_all)
     check_error(await s.ask('[2, "g1", "Reset", {"type": "Immediate"}]'), "g1", E.SECURITY_ERROR)
     check_error(await s.ask('[2, "g2", "Unknown", {}]'), "g2", E.SECURITY_ERROR)
+    # B03.FR.08 comes before what is wrong inside the payload, a lone surrogate too
+    # (the fuzzer's finding); a CALL of the wrong shape is still the shape's error
+    check_error(await s.ask('[2, "g3", "Reset", {"type": "\\uD800"}]'), "g3", E.SECURITY_ERROR)
+    check_error(await s.ask('[2, "g4", "Reset\\uD800"]'), "g4", E.RPC_FRAMEWORK_ERROR)
     s.rpc.gate = None
     await _still_works(s, 1)
     await s.end()

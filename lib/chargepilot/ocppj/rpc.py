@@ -224,6 +224,7 @@ class Rpc:
         or (id, None, (action, handler, payload)) for a CALL to run."""
         E = errors
         lone = None
+        raw = text  # what salvage reads when it is not JSON: ids with escapes stay unread
         try:
             try:
                 text = unicode_text(text)  # the same strings on both runtimes
@@ -231,29 +232,26 @@ class Rpc:
                 lone = e
             msg = json.loads(text)
         except MemoryError:
-            got = _salvage(text)
+            got = _salvage(raw)
             if got is not None and got[0] != CALL:
                 return None
             return (got[1] if got else "-1"), E.INTERNAL_ERROR, "out of memory reading the frame"
         except Exception:  # ValueError, RecursionError: not JSON (first, as without the escape)
             from chargepilot.ocppj import framefix
 
-            return framefix.not_json(self, text)
+            return framefix.not_json(self, raw)
         if type(msg) is not list or not msg:
             return "-1", E.RPC_FRAMEWORK_ERROR, "frame is not a non-empty JSON array"
         rid = errors.readable_id(msg)
         kind = msg[0]
         if type(kind) is bool or type(kind) is not int:
             return rid, E.RPC_FRAMEWORK_ERROR, "MessageTypeId is not a number"
-        if lone is not None and (kind == CALL or kind == CALLRESULT or kind == CALLERROR):
-            # never handled, whatever its id looks like; an answer ends our CALL now
-            if kind == CALL:
-                return rid, lone.code, lone.description
-            from chargepilot.ocppj import framefix
-
-            framefix.bad_answer(self, kind, rid, lone.code, lone.description)
-            return None
         if kind == CALLRESULT or kind == CALLERROR:
+            if lone is not None:  # unreadable: our CALL ends now
+                from chargepilot.ocppj import framefix
+
+                framefix.bad_answer(self, kind, rid, lone.code, lone.description)
+                return None
             self._on_answer(msg)
             return None
         if kind != CALL:
@@ -268,6 +266,8 @@ class Rpc:
         try:
             if self.gate is not None:
                 self.gate(action)
+            if lone is not None:  # a CALL of the right shape, never handed to a handler
+                raise lone
             handler = self.handlers.get(action)
             if handler is None:
                 try:
