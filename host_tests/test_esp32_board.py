@@ -9,6 +9,7 @@ import runpy
 import machine
 import pytest
 
+from chargepilot.base import log
 from chargepilot.output import pilot, sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -295,6 +296,46 @@ def test_safe_never_raises(monkeypatch):
     monkeypatch.setattr(machine.pins[26], "value", broken)
     b.safe()  # logs, keeps going
     assert machine.pwms[25].duty_u16() == 65535
+
+
+def test_safe_opens_every_relay_even_when_a_pilot_and_the_log_fail(monkeypatch):
+    """safe() runs on any fault: a pilot whose PWM write fails still gets its
+    relay opened, and a log sink that raises stops neither that nor the next
+    EVSE (issue 13 item 4: the safer of the two boards' copies)."""
+    cfg = copy.deepcopy(DEFAULT_JSON)
+    cfg["evses"].append({"id": 2, "mode": "relay", "relay_pin": 27, "rating_tenths": 100,
+                         "relay_threshold_tenths": 50, "relay_min_switch_ms": 1000})
+    b, clock, line = make(cfg)
+    line.state = "C"
+    assert steps(b, clock, 160)[2] is True
+    assert b.set_output(2, 80)[2] is True
+    assert machine.pins[26].value() == 1 and machine.pins[27].value() == 1  # closed = high
+
+    def broken(*_a):
+        raise OSError("ledc")
+
+    def sink(_line):
+        raise RuntimeError("log sink full")
+
+    monkeypatch.setattr(machine.pwms[25], "duty_u16", broken)
+    monkeypatch.setattr(log, "sink", sink)
+    b.safe()
+    assert machine.pins[26].value() == 0 and machine.pins[27].value() == 0
+
+
+def test_guard_never_raises_when_the_relay_driver_fails(monkeypatch):
+    """An exception out of a timer callback loses the rest of the tick (the
+    other EVSEs): the guard counts the trip, so no control step closes the
+    relay again, and returns."""
+    b, _clock, line, t = _charging()
+
+    def broken(*_a):
+        raise OSError("gpio")
+
+    monkeypatch.setattr(machine.pins[26], "value", broken)
+    line.state = "B"
+    t.fire()
+    assert b.guard_trips == 1 and b._evses[0].trips == 1
 
 
 # -- boot.py ---------------------------------------------------------------

@@ -103,17 +103,17 @@ class EvThread:
             while len(self.lat_us) < self.n:
                 self.ev.charge()
                 t0 = time.ticks_ms()
-                while not e.relay:
+                while not e.relay_closed:
                     time.sleep_ms(2)
                     if time.ticks_diff(time.ticks_ms(), t0) > 10000:
                         raise RuntimeError("relay did not close within 10 s")
                 time.sleep_ms(30 + rnd.getrandbits(16) % 271)
-                if not e.relay:
+                if not e.relay_closed:
                     continue  # opened for another reason (limit): try again
                 start = time.ticks_us()
                 self.ev.pause()  # S2 opens: C -> B
                 t0 = time.ticks_ms()
-                while e.relay:
+                while e.relay_closed:
                     time.sleep_us(200)
                     if time.ticks_diff(time.ticks_ms(), t0) > 5000:
                         raise RuntimeError("relay still closed 5 s after C -> B")

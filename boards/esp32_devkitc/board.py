@@ -16,8 +16,9 @@ Per EVSE (see README.md for the wiring and every board.json key):
   gc.collect) still can, for its duration.
 
 The decisions (duty maths, classification, debounce, relay timing, the order
-in which the pilot and the relay move, the guard's trip rule) are in
-`chargepilot.output.pilot`; this file only reads, scales and writes.
+in which the pilot and the relay move, the safe state, the guard's loop and
+trip rule) are in `chargepilot.output.pilot` and `chargepilot.output.sequence`
+(shared with the host simulator); this file only reads, scales and writes.
 """
 
 import json
@@ -203,13 +204,11 @@ class _Evse:
         self.duty = pilot.STEADY_HIGH
         self.u16 = 65535
         self.relay_closed = False
-        self.state = "A"
         self.pwm = None
         self.adc = None
         self.pp = None
         self.relay = None
         self.trips = 0  # relay guard trips (set_output compares it around a close)
-        self.guard_read = None  # bound by the Board: one CP burst -> state, for the guard
         if self.mode == "pilot":
             self.out = sequence.Output(cfg["stop_grace_ms"], cfg["pwm_increase_interval_ms"])
             self.deb = sequence.Debouncer(cfg["debounce_ms"], cfg["debounce_fast_ms"])
@@ -242,7 +241,6 @@ class Board:
                 e.adc = machine.ADC(machine.Pin(ev["cp_sense_pin"]), atten=machine.ADC.ATTN_11DB)
                 if ev["pp_pin"] is not None:
                     e.pp = machine.ADC(machine.Pin(ev["pp_pin"]), atten=machine.ADC.ATTN_11DB)
-                e.guard_read = self._guard_reader(e)
 
     def _evse(self, evse_id):
         if type(evse_id) is not int or not 1 <= evse_id <= self.evse_count:
@@ -274,11 +272,10 @@ class Board:
                 e.relay_closed = True
                 e.relay.value(self._on)
             else:
-                e.relay.value(1 - self._on)
-                e.relay_closed = False
+                self._open_relay(e)
 
     def _open_relay(self, e):
-        """Open unconditionally (the guard, and set_output after a trip)."""
+        """Open unconditionally (set_relay, the guard, set_output after a trip, safe)."""
         e.relay.value(1 - self._on)
         e.relay_closed = False
 
@@ -306,8 +303,7 @@ class Board:
         except Exception as ex:  # an unreadable CP line is a fault, never a crash
             log.exception("board", "evse %d: CP read failed" % evse_id, ex)
             reading = "E"
-        e.state = e.deb.update(reading, self._ticks())
-        return e.state
+        return e.deb.update(reading, self._ticks())
 
     def cable_tenths(self, evse_id):
         """PP cable rating: None without a PP pin; 0 = no cable / PP fault."""
@@ -340,10 +336,9 @@ class Board:
         now = self._ticks()
         rating = self.rating_tenths(evse_id)
         if e.mode != "pilot":
-            lim = limit_tenths if limit_tenths < rating else rating
-            closed = e.out.update(lim if available else 0, now)
-            self.set_relay(evse_id, closed)
-            return (lim if closed else 0), ("C" if closed else "B"), closed
+            r = sequence.relay_output(e.out, limit_tenths, rating, now, available)
+            self.set_relay(evse_id, r[2])
+            return r
         return sequence.step_output(self, e, evse_id, limit_tenths, rating, now, available)
 
     def meter_wh(self, evse_id):
@@ -354,51 +349,18 @@ class Board:
     def meter_amps_tenths(self, evse_id):
         return None
 
-    def safe(self):
-        """Every pilot steady +12 V (not ready, still lets us see a plug), then
-        every relay open: the sequence of chargepilot.output.sequence.apply. Never raises."""
-        for e in self._evses:
-            try:
-                if e.mode == "pilot":
-                    sequence.apply(self.set_pilot, self.set_relay, e.id, e.duty,
-                                pilot.STEADY_HIGH, False)
-                    e.out.reset()
-                else:
-                    self.set_relay(e.id, False)
-            except Exception as ex:  # keep going: the relay and the other EVSEs matter too
-                log.exception("board", "safe: evse %d" % e.id, ex)
-                try:
-                    self._open_relay(e)
-                except Exception as ex2:
-                    log.exception("board", "safe: relay %d" % e.id, ex2)
+    # every pilot steady +12 V, then every relay open; never raises
+    safe = sequence.safe
 
     # -- relay guard (machine.Timer) ------------------------------------
-    def _guard_reader(self, e):
-        def read():
-            low, high = self.cp_levels(e.id, e.gbuf)
-            return pilot.classify(high, low, pilot.diode_check_applies(e.duty))
-        return read
+    def _guard_read(self, e):
+        """One CP burst into the guard's own buffer -> undebounced state."""
+        low, high = self.cp_levels(e.id, e.gbuf)
+        return pilot.classify(high, low, pilot.diode_check_applies(e.duty))
 
-    def guard(self, _timer=None):
-        """The timer callback: for every pilot EVSE whose relay is closed, open
-        it at once when two back-to-back CP bursts say the EV left C
-        (chargepilot.output.sequence.guard_trip). Cheap when every relay is open. Never
-        raises (an unreadable CP line opens the relay)."""
-        for e in self._evses:
-            if e.mode != "pilot" or not e.relay_closed:
-                continue
-            try:
-                r = sequence.guard_trip(e.guard_read, e.deb, e.out.ventilation)
-            except Exception:
-                r = "E"
-                try:
-                    e.deb.force("E")
-                except Exception:
-                    pass
-            if r is not None:
-                self._open_relay(e)
-                e.trips += 1
-                self.guard_trips += 1
+    # The timer callback: opens a closed relay at once when two back-to-back CP
+    # bursts say the EV left C. Cheap when every relay is open. Never raises.
+    guard = sequence.guard
 
     def start_guard(self, period_ms=None):
         """Run `guard` every `period_ms` (board.json guard_ms) from machine.Timer(0)."""

@@ -120,7 +120,7 @@ class _Evse:
         self.cable = None  # cable rating in tenths when plugged (PP), None = no PP pin
         self.ev = SimEV()
         self.duty = pilot.STEADY_HIGH
-        self.relay = False
+        self.relay_closed = False
         self.state = "A"
         self.adv = 0
         self.trips = 0  # relay guard trips
@@ -197,7 +197,7 @@ class Board:
     # -- recording ------------------------------------------------------
     def _record(self, e):
         rec = {"ticks": self._ticks(), "evse": e.id, "duty_bp": e.duty, "amps_tenths": e.adv,
-               "relay": e.relay, "state": e.state}
+               "relay": e.relay_closed, "state": e.state}
         if len(self.events) >= self.max_events:
             self.events.pop(0)
         self.events.append(rec)
@@ -214,7 +214,7 @@ class Board:
             line = ('{"t": %s, "evse": %d, "amps": %d.%d, "duty": %s, "state": "%s", '
                     '"relay": %s, "duty_bp": %d}\n'
                     % (t, e.id, e.adv // 10, e.adv % 10, duty, e.state,
-                       "true" if e.relay else "false", d))
+                       "true" if e.relay_closed else "false", d))
             self._log.write(line)
             self._log.flush()
 
@@ -237,15 +237,15 @@ class Board:
         e = self._evse(evse_id)
         if type(closed) is not bool:
             raise ValueError("board: relay state must be True or False, got %r" % (closed,))
-        if closed != e.relay:
-            e.relay = closed
+        if closed != e.relay_closed:
+            e.relay_closed = closed
             if not closed:
                 e.opened_us = time.ticks_us()
             self._record(e)
 
     def _open_relay(self, e):
-        if e.relay:
-            e.relay = False
+        if e.relay_closed:
+            e.relay_closed = False
             e.opened_us = time.ticks_us()
             self._record(e)
 
@@ -278,7 +278,7 @@ class Board:
         A relay-mode output reports "C" while its relay is closed, else "B"."""
         e = self._evse(evse_id)
         if e.mode != "pilot":
-            return "C" if e.relay else "B"
+            return "C" if e.relay_closed else "B"
         low, high = self._cp_burst(e)
         reading = pilot.classify(high, low, pilot.diode_check_applies(e.duty))
         state = e.deb.update(reading, self._ticks())
@@ -311,17 +311,15 @@ class Board:
         now = self._ticks()
         rating = self.rating_tenths(evse_id)
         if e.mode != "pilot":
-            lim = limit_tenths if limit_tenths < rating else rating
-            closed = e.out.update(lim if available else 0, now)
-            adv = lim if closed else 0
+            r = sequence.relay_output(e.out, limit_tenths, rating, now, available)
+            adv, e.state, closed = r
             changed = adv != e.adv
             e.adv = adv
-            e.state = "C" if closed else "B"
-            if closed != e.relay:
+            if closed != e.relay_closed:
                 self.set_relay(evse_id, closed)  # records
             elif changed:
                 self._record(e)
-            return adv, e.state, closed
+            return r
         return sequence.step_output(self, e, evse_id, limit_tenths, rating, now, available)
 
     # -- meter (docs/ARCHITECTURE.md "Board interface") ------------------
@@ -394,7 +392,7 @@ class Board:
     def ev_draw_tenths(self, evse_id):
         """What the simulated load draws now (tenths of A)."""
         e = self._evse(evse_id)
-        if not e.relay:
+        if not e.relay_closed:
             return 0
         if e.mode != "pilot":
             return e.adv
@@ -405,22 +403,8 @@ class Board:
             return 0
         return ev.max_tenths if ev.max_tenths < e.adv else e.adv
 
-    def safe(self):
-        """Every pilot steady +12 V, then every relay open (the sequence of
-        chargepilot.output.sequence.apply). Never raises."""
-        for e in self._evses:
-            try:
-                if e.mode == "pilot":
-                    sequence.apply(self.set_pilot, self.set_relay, e.id, e.duty,
-                                pilot.STEADY_HIGH, False)
-                    e.out.reset()
-                else:
-                    self.set_relay(e.id, False)
-            except Exception:
-                try:
-                    self._open_relay(e)
-                except Exception:
-                    pass
+    # every pilot steady +12 V, then every relay open; never raises
+    safe = sequence.safe
 
     # -- relay guard (the ESP32's machine.Timer, emulated) ---------------
     def _guard_read(self, e):
@@ -430,7 +414,7 @@ class Board:
         return pilot.classify(high, low, pilot.diode_check_applies(e.duty))
 
     def guard(self, _arg=None):
-        """The timer callback: as on the ESP32 (chargepilot.output.sequence.guard_trip)."""
+        """The timer callback: the ESP32's (sequence.guard), plus the host's statistics."""
         self.guard_runs += 1
         at = self._sched_us
         if at is not None:  # how long the scheduled callback waited (a long C call)
@@ -438,18 +422,7 @@ class Board:
             d = time.ticks_diff(time.ticks_us(), at)
             if d > self.guard_wait_max_us:
                 self.guard_wait_max_us = d
-        for e in self._evses:
-            if e.mode != "pilot" or not e.relay:
-                continue
-            try:
-                r = sequence.guard_trip(lambda: self._guard_read(e), e.deb, e.out.ventilation)
-            except Exception:
-                r = "E"
-                e.deb.force("E")
-            if r is not None:
-                self._open_relay(e)
-                e.trips += 1
-                self.guard_trips += 1
+        sequence.guard(self)
 
     def start_guard(self, period_ms=20):
         """Start the guard thread (needs _thread); idempotent. The emulation lives

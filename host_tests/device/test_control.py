@@ -384,7 +384,7 @@ def test_board_exception_goes_safe_and_starves_the_watchdog():
     r.run(1100)
     assert r.board.watchdog_feeds == feeds  # a failing board is not fed: it resets
     assert r.board.watchdog_overdue()
-    assert not r.board._evses[0].relay  # board.safe(): relay opened at once
+    assert not r.board._evses[0].relay_closed  # board.safe(): relay opened at once
     assert "board output failed" in r.ctl.fault(1)
     r.board.set_output = real
     r.run(600)

@@ -4,6 +4,7 @@ import json
 import time
 
 import board as hostboard
+from chargepilot.base import log
 from devtest import raises, rmtree, tmpdir
 
 
@@ -302,6 +303,40 @@ def test_guard_opens_the_relay_between_control_steps():
     runs = b.guard_runs
     b.guard()  # relay open: the guard reads nothing and trips nothing
     assert b.guard_trips == 1 and b.guard_runs == runs + 1
+
+
+def test_safe_logs_a_failing_evse_and_still_opens_its_relay():
+    # Same rule as the ESP32 board (one shared safe()): a failure is logged,
+    # never raised, and the relay of the failing EVSE is opened all the same.
+    clock = Ticks()
+    b, ev = _charging(clock)
+
+    def broken(evse_id, duty_bp):
+        raise OSError(5)
+
+    b.set_pilot = broken
+    lines = []
+    old_sink = log.sink
+    log.sink = lines.append
+    try:
+        b.safe()
+    finally:
+        log.sink = old_sink
+    assert b.events[-1]["relay"] is False and b.ev_draw_tenths(1) == 0
+    assert len(lines) == 1 and "safe: evse 1" in lines[0], lines
+
+
+def test_guard_never_raises_when_opening_the_relay_fails():
+    clock = Ticks()
+    b, ev = _charging(clock)
+
+    def broken(e):
+        raise OSError(5)
+
+    b._open_relay = broken
+    ev.pause()  # C -> B: the guard trips
+    b.guard()
+    assert b.guard_trips == 1 and b.guard_runs == 1
 
 
 def test_guard_thread_trips_without_any_control_step():

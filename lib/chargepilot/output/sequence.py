@@ -1,11 +1,15 @@
 """The output sequence every board shares: the debounced pilot state, the
 relay decision, the pilot/relay output rules and the order in which a board
 applies them (a current that goes down is lowered before the relay opens; one
-that goes up is raised after it closes), plus the fast relay guard.
+that goes up is raised after it closes), plus the fast relay guard and the safe state.
 
 Pure decisions on ticks (`time.ticks_ms()`, compared with `ticks_diff` only);
 the signal maths (duty cycles, ADC plateaus) are pilot.py, the pins the board
-modules (boards/*/board.py), which call `step_output`, `apply` and `guard_trip`.
+modules (boards/*/board.py), which call `step_output`, `relay_output`, `safe`
+and `guard` (one copy of each decision loop, so a fix reaches every board).
+A board's per-EVSE record has `id`, `mode`, `duty`, `relay_closed`, `trips`,
+`out` and, in pilot mode, `deb`; the board has `set_pilot`, `set_relay`,
+`pilot_state`, `_open_relay(e)`, `_guard_read(e)` and `guard_trips`.
 """
 
 import time
@@ -226,20 +230,83 @@ def step_output(board, e, evse_id, limit_tenths, rating, now, available):
     return adv, (state if e.trips == trips else e.deb.state), relay
 
 
-def guard_trip(read, deb, ventilation=False):
-    """The relay guard's decision, run from the board's timer while a relay is
-    closed (IEC 61851-1: the contactor opens within 100 ms of the EV leaving C).
+def relay_output(sw, limit_tenths, rating, now, available):
+    """The relay-mode decision of every board's `set_output` (a load without a
+    pilot): the limit capped at `rating`, then the `RelaySwitch` `sw` (a limit
+    of 0 when not available). Returns (amps tenths offered, "C" closed or "B",
+    closed); the board then drives the relay (the host also records it)."""
+    lim = limit_tenths if limit_tenths < rating else rating
+    closed = sw.update(lim if available else 0, now)
+    return (lim if closed else 0), ("C" if closed else "B"), closed
 
-    `read()` takes one CP burst and returns the undebounced state. A reading
-    outside C (and D with `ventilation`) is confirmed at once by a second
-    burst, back to back, instead of a second read one control period later;
-    a confirmed one is forced into the debouncer `deb` and returned (the
-    caller opens the relay). None = keep the relay closed."""
-    r = read()
-    if r == "C" or (r == "D" and ventilation):
-        return None
-    r2 = read()
-    if r2 == "C" or (r2 == "D" and ventilation):
-        return None
-    deb.force(r2)
-    return r2
+
+def safe(board):
+    """Every board's `safe()` (the Board class binds it: `safe = sequence.safe`),
+    what runs on any fault: each pilot to steady +12 V (not ready; a plug is
+    still seen), then each relay open, in the order of `apply`; a relay-mode
+    output opens its relay. Never raises and never waits: a failing EVSE gets
+    its relay opened directly (`board._open_relay`) before the failure is
+    logged, and the next EVSE is still made safe."""
+    for e in board._evses:
+        try:
+            if e.mode == "pilot":
+                apply(board.set_pilot, board.set_relay, e.id, e.duty, STEADY_HIGH, False)
+                e.out.reset()
+            else:
+                board.set_relay(e.id, False)
+        except Exception as ex:  # keep going: the relay and the other EVSEs matter too
+            ex2 = None
+            try:
+                board._open_relay(e)
+            except Exception as x:
+                ex2 = x
+            # log imported here: only a failure needs it; every board has it
+            # loaded already (the ESP32 board imports it), so no flash is read
+            try:
+                from chargepilot.base import log
+
+                log.exception("board", "safe: evse %d" % e.id, ex)
+                if ex2 is not None:
+                    log.exception("board", "safe: relay %d" % e.id, ex2)
+            except Exception:  # a failing log sink must not stop the next relay opening
+                pass
+
+
+def guard(board, _timer=None):
+    """Every board's relay-guard timer callback (the ESP32 Board binds it as
+    its `guard`; soft: it runs between any two bytecodes of the main program).
+    IEC 61851-1: the contactor opens within 100 ms of the EV leaving C.
+
+    For each pilot EVSE whose relay is closed, `board._guard_read(e)` takes one
+    CP burst (into the guard's own buffer) and returns the undebounced state. A
+    reading outside C (and D with ventilation) is confirmed at once by a second
+    burst, back to back, instead of a second read one control period later; a
+    confirmed one is forced into the debouncer, the relay opens at once and
+    the trip is counted in `e.trips` (which `step_output` compares) and
+    `board.guard_trips`. A method call allocates nothing: a tick makes no
+    closure. Never raises: an unreadable CP line is a fault ("E") and trips;
+    a failing relay driver still counts the trip (so no `set_output` closes
+    that relay again) and the next EVSE is still checked."""
+    for e in board._evses:
+        if e.mode != "pilot" or not e.relay_closed:
+            continue
+        vent = e.out.ventilation
+        try:
+            r = board._guard_read(e)
+            if r == "C" or (r == "D" and vent):
+                continue
+            r = board._guard_read(e)
+            if r == "C" or (r == "D" and vent):
+                continue
+            e.deb.force(r)
+        except Exception:
+            try:
+                e.deb.force("E")
+            except Exception:
+                pass
+        try:
+            board._open_relay(e)
+        except Exception:
+            pass  # counted all the same: set_output then leaves it open
+        e.trips += 1  # after the opening: a reader that sees the count sees it open
+        board.guard_trips += 1
