@@ -73,11 +73,24 @@ def load_config(path=_CONFIG, allow_placeholders=False):
     holding CHANGE-ME (checking an example config, not deploying it)."""
     try:
         with open(path) as f:
-            cfg = json.loads(f.read())
+            text = f.read()
     except OSError:
         raise ConfigError("%s is missing" % path)
+    # the grammar first: MicroPython's json.loads gives a missing value or comma a meaning
+    # (tools/deploy runs this on CPython without the package: its json is strict itself)
+    try:
+        from chargepilot.base import jsongrammar
+
+        at = jsongrammar.fault(text)
+    except ImportError:
+        at = None
+    try:
+        if at is not None:
+            raise ValueError
+        cfg = json.loads(text)
     except ValueError:
-        raise ConfigError("%s is not valid JSON" % path)
+        raise ConfigError("%s is not valid JSON%s" % (path, "" if at is None else
+                                                       " (at byte %d)" % at))
     if type(cfg) is not dict:
         raise ConfigError("%s must hold one JSON object" % path)
     if "board" in cfg:

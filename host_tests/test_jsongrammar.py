@@ -1,4 +1,4 @@
-"""ocppj/jsongrammar.py against CPython's json, a strict RFC 8259 parser.
+"""base/jsongrammar.py against CPython's json, a strict RFC 8259 parser.
 
 The oracle is `json.loads(text, strict=False)`: strict=False because the grammar
 check lets a raw control character inside a string through (as both runtimes'
@@ -24,7 +24,7 @@ import cpython_shim  # noqa: E402
 
 cpython_shim.install()
 
-from chargepilot.ocppj import jsongrammar  # noqa: E402
+from chargepilot.base import jsongrammar  # noqa: E402
 
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-10 ** 12, 10 ** 12),

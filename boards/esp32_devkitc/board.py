@@ -26,7 +26,7 @@ import time
 
 import machine
 
-from chargepilot.base import log
+from chargepilot.base import jsongrammar, log
 from chargepilot.output import pilot, sequence
 
 _GPIOS = tuple(range(0, 20)) + (21, 22, 23, 25, 26, 27) + tuple(range(32, 40))
@@ -188,9 +188,15 @@ def validate(raw):
 def load_config(path="board.json"):
     try:
         with open(path) as f:
-            raw = json.load(f)
+            text = f.read()
     except OSError as e:
         raise ConfigError("board.json: cannot read %s: %s" % (path, e))
+    # the grammar first: MicroPython's json.loads drops `"relay_active_high": ,` (default used)
+    at = jsongrammar.fault(text)
+    try:
+        if at is not None:
+            raise ValueError("not JSON at byte %d" % at)
+        raw = json.loads(text)
     except ValueError as e:
         raise ConfigError("board.json: %s is not valid JSON: %s" % (path, e))
     return validate(raw)

@@ -23,7 +23,8 @@ import os
 
 from micropython import const
 
-from chargepilot.ocppj import errors, jsongrammar
+from chargepilot.base import jsongrammar
+from chargepilot.ocppj import errors
 from chargepilot.base import log as _log
 from chargepilot.ocppj.errors import (  # noqa: F401  (re-exported: rpc.CallError, ...)
     BadResponse, CallError, CallTimeout, ClosedAfterSend, Disconnected, OcppError, RpcError,
