@@ -581,6 +581,9 @@ def expect(text, handlers, refused=False, items_per_message=None):
     if type(msg) is not list or not msg:
         return Expect("-1", (E.RPC_FRAMEWORK_ERROR,), why="not an array")
     rid = msg[1] if len(msg) > 1 and type(msg[1]) is str and 0 < len(msg[1]) <= 36 else "-1"
+    lone = _lone_surrogate(_escaped_only(text, msg))
+    if lone and _lone_surrogate(rid):
+        rid = "-1"  # an id that is not Unicode text is no readable id
     kind = msg[0]
     if type(kind) is not int:
         return Expect(rid, (E.RPC_FRAMEWORK_ERROR,), why="MessageTypeId not an int")
@@ -593,7 +596,7 @@ def expect(text, handlers, refused=False, items_per_message=None):
     action, payload = msg[2], msg[3]
     if refused:
         return Expect(rid, (E.SECURITY_ERROR,), why="registration Rejected")
-    if _lone_surrogate(_escaped_only(text, msg)):
+    if lone:
         # an escaped UTF-16 half alone is no Unicode scalar value (RFC 8259 section 8.2,
         # Unicode 3.9): the text is not text; refused before the payload is looked at
         return Expect(rid, (E.TYPE_CONSTRAINT_VIOLATION,), why="lone UTF-16 surrogate")

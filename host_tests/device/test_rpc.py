@@ -74,6 +74,10 @@ MALFORMED = (
     # which the id salvage does not read): never handed to a handler
     ('[2, "m\\u0031\\u0038", "Reset", {"type": "\\uD800"}]', "m18", E.TYPE_CONSTRAINT_VIOLATION),
     ('[2, "m19", "Reset\\uD800"]', "m19", E.RPC_FRAMEWORK_ERROR),  # the shape first
+    # an id holding the lone half is unreadable (as any id that is no 1-36 character
+    # string): echoed, it would make our answer not Unicode text (MicroPython's
+    # json.dumps writes the half raw; the answer was lost)
+    ('[2, "m\\uD800", "Reset", {"type": "OnIdle"}]', "-1", E.RPC_FRAMEWORK_ERROR),
     # not JSON, an id with escapes (a pair here): the salvage reads no escapes, on the
     # frame as it came (the fuzzer's finding: it read the id after the pair was decoded)
     ('[2, "\\ud83d\\ude00x" "Reset", {}]', "-1", E.RPC_FRAMEWORK_ERROR),

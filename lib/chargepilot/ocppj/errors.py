@@ -152,11 +152,17 @@ def salvage(text):
     return kind, mid
 
 
-def readable_id(msg):
+def readable_id(msg, lone=False):
     """The message id of a parsed frame (list) when it is one (a str of 1-36
-    characters), else "-1", the id of a CALLERROR for an unreadable frame."""
+    characters), else "-1", the id of a CALLERROR for an unreadable frame.
+    `lone`: the frame holds a lone surrogate; an id holding it is unreadable too
+    (echoed, it would make our own frame not Unicode text)."""
     if len(msg) > 1:
         mid = msg[1]
         if type(mid) is str and 0 < len(mid) <= MAX_ID:
+            if lone:
+                for c in mid:
+                    if 0xD800 <= ord(c) <= 0xDFFF:
+                        return "-1"
             return mid
     return "-1"

@@ -245,7 +245,7 @@ class Rpc:
             return framefix.not_json(self, raw)
         if type(msg) is not list or not msg:
             return "-1", E.RPC_FRAMEWORK_ERROR, "frame is not a non-empty JSON array"
-        rid = errors.readable_id(msg)
+        rid = errors.readable_id(msg, lone is not None)
         kind = msg[0]
         if type(kind) is bool or type(kind) is not int:
             return rid, E.RPC_FRAMEWORK_ERROR, "MessageTypeId is not a number"
@@ -364,9 +364,9 @@ class Rpc:
             self.log.exception(_TAG, "frame not serialisable", e)
             why = "response not serialisable"
         for _ in (0, 1):  # the answer, then at most one CALLERROR in its place
-            if why is not None:
-                text = json.dumps([CALLERROR, mid, errors.INTERNAL_ERROR, why, {}])
             try:
+                if why is not None:
+                    text = json.dumps([CALLERROR, mid, errors.INTERNAL_ERROR, why, {}])
                 await self._out(text, frame)
                 return
             except ValueError:  # a string that is not Unicode (wsframe.encode)
@@ -377,6 +377,7 @@ class Rpc:
             except Exception as e:
                 self.log.warn(_TAG, "send failed: %s" % e)
                 return
+        self._log_safe("answer to %s not sent" % repr(mid)[:40], ValueError(why))
 
     async def _out(self, text, frame):
         """`text` to the socket, shown to on_frame; None: `frame` (a list) in
